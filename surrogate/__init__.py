@@ -1,0 +1,29 @@
+"""surrogate: conditional GAN surrogates for slow physics simulators.
+
+Public API::
+
+    import surrogate
+    sim = surrogate.load("runs/quickstart/train/checkpoints/last.pt")
+    showers_mev = sim.generate(e_inc_mev)          # (N, 6480) CaloChallenge layout, MeV
+
+Nothing heavy is imported here: torch and mlflow load only when used.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+__version__ = "0.1.0"
+__all__ = ["__version__", "load"]
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from surrogate.generation import Surrogate
+
+
+def load(checkpoint: str | Path, *, device: str = "auto", use_ema: bool = True) -> Surrogate:
+    """Load a trained surrogate from a training checkpoint (``.pt``) for use in analysis code."""
+    from surrogate.generation import Surrogate
+
+    return Surrogate.from_checkpoint(checkpoint, device=device, use_ema=use_ema)

@@ -1,0 +1,77 @@
+"""The contract every physics domain fulfils. Stages talk to domains only through this."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import dask.array as da
+
+    from surrogate.data.transforms import Transform
+
+
+@dataclass(frozen=True)
+class LazyEvents:
+    """Events of one or more files as lazy dask arrays, in physical units, chunked along events.
+
+    data: (N, n_features) float32 -- e.g. voxel energies in MeV
+    cond: (N, n_cond) float32 -- e.g. incident energy in MeV
+    """
+
+    data: da.Array
+    cond: da.Array
+    sources: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class HistogramSpec:
+    """How one observable is histogrammed for separation power and plots."""
+
+    name: str  # key into the feature dict
+    label: str  # axis label with units
+    bins: np.ndarray  # bin edges
+    log_x: bool = False
+
+
+class Domain(Protocol):
+    name: str
+    SimulateConfig: type  # dataclass of the reference simulator's settings
+    default_model: str  # name in surrogate.models' registry
+    transform: str  # name in surrogate.data.transforms' registry
+    n_features: int  # length of one event's data vector
+    n_cond: int  # length of one event's condition vector
+
+    def simulate(self, cfg: Any, out_path: Path, *, progress: bool = True) -> dict[str, float]:
+        """Run the reference simulator, write ``out_path`` in the domain's layout, return summary numbers."""
+
+    def open_lazy(self, paths: tuple[str, ...], chunk_events: int) -> LazyEvents:
+        """Schema-checked lazy view of files in the domain's layout (values are checked by check_values)."""
+
+    def check_values(self, events: LazyEvents) -> Any:
+        """A lazy array-valued check; ``raise_bad_values(result, events)`` turns a failure into InputError."""
+
+    def raise_bad_values(self, result: Any, events: LazyEvents) -> None: ...
+
+    def write_events(self, path: Path, chunks: Any, n_events: int, attrs: Mapping[str, Any]) -> None:
+        """Stream ``(data, cond)`` numpy blocks into ``path`` in the domain's native layout."""
+
+    def read_events(self, path: str | Path, max_events: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Eagerly read (data, cond) of a (validation-sized) file in the domain's layout."""
+
+    def fit_transform(self, events: LazyEvents) -> Transform: ...
+
+    def features(self, data: np.ndarray, cond: np.ndarray) -> dict[str, np.ndarray]:
+        """High-level observables per event, each (N,)."""
+
+    def histogram_specs(self, cond_range: tuple[float, float]) -> list[HistogramSpec]: ...
+
+    def low_level_inputs(self, data: np.ndarray, cond: np.ndarray) -> np.ndarray:
+        """Classifier inputs built from the raw event."""
+
+    def high_level_inputs(self, features: dict[str, np.ndarray]) -> np.ndarray:
+        """Classifier / FPD / KPD inputs built from the high-level observables."""

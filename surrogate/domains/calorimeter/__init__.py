@@ -1,0 +1,153 @@
+"""Electromagnetic showers in the CaloChallenge dataset-2 calorimeter (45 layers x 16 angles x 9 radii, W/Si).
+
+Reference simulator: Geant4 (surrogate.simulators.geant4_calo). Layout: CaloChallenge 2022.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from surrogate.config import ConfigError
+from surrogate.domains.base import HistogramSpec, LazyEvents
+from surrogate.domains.calorimeter import schema
+from surrogate.errors import InputError
+
+PHYSICS_LISTS = ("em_datafree", "G4EmStandardPhysics", "G4EmStandardPhysics_option1",
+                 "G4EmStandardPhysics_option3", "G4EmStandardPhysics_option4", "G4EmLivermorePhysics",
+                 "G4EmPenelopePhysics")
+MSC_STEP_LIMITS = ("UseSafety", "UseDistanceToBoundary", "Minimal", "UseSafetyPlus")
+
+
+@dataclass(frozen=True)
+class SimulateConfig:
+    n_events: int = 2000  # showers to simulate
+    e_min_mev: float = 1000.0  # incident energies are log-uniform in [e_min_mev, e_max_mev]
+    e_max_mev: float = 10000.0
+    particle: str = "e-"  # Geant4 particle name shot along the calorimeter axis
+    physics_list: str = "em_datafree"  # em_datafree (no Geant4 data sets needed) or a stock EM list
+    production_cut_mm: float = 0.7  # Geant4 range cut
+    msc_step_limit: str = "UseSafety"  # multiple-scattering step limit; moves the sampling fraction
+    sampling_fraction: float = 0.0  # Si/total; 0 = measure it from this sample and store it
+    n_workers: int = 2  # Geant4 worker processes (one run manager each)
+    shard_events: int = 100  # events per shard (the unit of work and of seeding)
+    seed: int = 0  # shard i is seeded from (seed, i): identical files for any n_workers
+
+    def __post_init__(self) -> None:
+        if self.n_events <= 0:
+            raise ConfigError(f"simulate.n_events: expected a positive integer, got {self.n_events}")
+        if not 0 < self.e_min_mev <= self.e_max_mev:
+            raise ConfigError("simulate.e_min_mev/e_max_mev: expected 0 < e_min_mev <= e_max_mev")
+        if self.physics_list not in PHYSICS_LISTS:
+            raise ConfigError(f"simulate.physics_list: expected one of {', '.join(PHYSICS_LISTS)}, "
+                              f"got {self.physics_list!r}")
+        if self.msc_step_limit not in MSC_STEP_LIMITS:
+            raise ConfigError(f"simulate.msc_step_limit: expected one of {', '.join(MSC_STEP_LIMITS)}")
+        if self.n_workers <= 0 or self.shard_events <= 0:
+            raise ConfigError("simulate.n_workers/shard_events: expected positive integers")
+        if not 0 <= self.sampling_fraction < 1:
+            raise ConfigError("simulate.sampling_fraction: expected 0 (measure) or a fraction below 1")
+
+
+class Calorimeter:
+    name = "calorimeter"
+    SimulateConfig = SimulateConfig
+    default_model = "calo_mlp"
+    transform = "log_ratio"
+
+    def __init__(self) -> None:
+        self.geometry = schema.dataset2_geometry()
+        self.n_features = self.geometry.n_voxels
+        self.n_cond = 1
+
+    # ---- reference simulator -------------------------------------------------------------------
+    def simulate(self, cfg: SimulateConfig, out_path: Path, *, progress: bool = True) -> dict[str, float]:
+        from surrogate.simulators.geant4_calo import simulate
+
+        return simulate(cfg, out_path, self.geometry, progress=progress)
+
+    # ---- data layout ----------------------------------------------------------------------------
+    def open_lazy(self, paths: tuple[str, ...], chunk_events: int) -> LazyEvents:
+        import dask.array as da
+
+        from surrogate.data.hdf5 import lazy_dataset
+
+        if not paths:
+            raise InputError("prepare.inputs", None, "no input files given")
+        for p in paths:
+            schema.check_file(p, self.geometry)
+        data = da.concatenate([lazy_dataset(p, schema.SHOWERS, chunk_events) for p in paths])
+        cond = da.concatenate([lazy_dataset(p, schema.INCIDENT, chunk_events) for p in paths])
+        cond = cond.rechunk((data.chunks[0], 1))
+        return LazyEvents(data=data.astype(np.float32), cond=cond.astype(np.float32), sources=tuple(paths))
+
+    def check_values(self, events: LazyEvents) -> Any:
+        return events.data.map_blocks(schema.bad_value_counts, events.cond, dtype=np.int64,
+                                      chunks=((1,) * events.data.numblocks[0], (3,)))
+
+    def raise_bad_values(self, result: np.ndarray, events: LazyEvents) -> None:
+        offsets = np.cumsum((0,) + events.data.chunks[0])
+        for block, (first, n_nonfinite, n_negative) in enumerate(result):
+            if first >= 0:
+                index = int(offsets[block] + first)
+                what = "NaN or inf" if n_nonfinite else "negative (or zero incident) energies"
+                raise InputError(_source_of(index, events), f"{schema.SHOWERS}/{schema.INCIDENT}",
+                                 f"{what} (first at event {index} of the inputs); expected finite energies >= 0 MeV")
+
+    def write_events(self, path: Path, chunks: Iterable[tuple[np.ndarray, np.ndarray]], n_events: int,
+                     attrs: Mapping[str, Any]) -> None:
+        schema.write_file(path, ((d, c) for d, c in chunks), n_events, self.geometry, attrs)
+
+    def read_events(self, path: str | Path, max_events: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        from surrogate.data.hdf5 import open_h5
+
+        n = schema.check_file(path, self.geometry)
+        n = min(n, max_events) if max_events else n
+        with open_h5(path) as f:
+            showers = np.asarray(f[schema.SHOWERS][:n], dtype=np.float32)
+            e_inc = np.asarray(f[schema.INCIDENT][:n], dtype=np.float32)
+        if not (np.isfinite(showers).all() and np.isfinite(e_inc).all()):
+            raise InputError(path, schema.SHOWERS, "NaN or inf energies; expected finite energies >= 0 MeV")
+        if (showers < 0).any() or (e_inc <= 0).any():
+            raise InputError(path, schema.SHOWERS, "negative energies; expected finite energies >= 0 MeV")
+        return showers, e_inc
+
+    # ---- model-side --------------------------------------------------------------------------------
+    def fit_transform(self, events: LazyEvents) -> Any:
+        from surrogate.data.transforms import LogRatioTransform
+
+        return LogRatioTransform.fit(events.data, events.cond, threshold=schema.THRESHOLD_MEV)
+
+    # ---- validation -------------------------------------------------------------------------------
+    def features(self, data: np.ndarray, cond: np.ndarray) -> dict[str, np.ndarray]:
+        from surrogate.domains.calorimeter.features import high_level_features
+
+        return high_level_features(data, cond, self.geometry)
+
+    def histogram_specs(self, cond_range: tuple[float, float]) -> list[HistogramSpec]:
+        from surrogate.domains.calorimeter.features import histogram_specs
+
+        return histogram_specs(self.geometry, cond_range)
+
+    def low_level_inputs(self, data: np.ndarray, cond: np.ndarray) -> np.ndarray:
+        from surrogate.domains.calorimeter.features import low_level_inputs
+
+        return low_level_inputs(data, cond)
+
+    def high_level_inputs(self, features: dict[str, np.ndarray]) -> np.ndarray:
+        from surrogate.domains.calorimeter.features import high_level_inputs
+
+        return high_level_inputs(features, self.geometry)
+
+
+def _source_of(index: int, events: LazyEvents) -> str:
+    if len(events.sources) == 1:
+        return events.sources[0]
+    return ", ".join(events.sources)
+
+
+DOMAIN = Calorimeter()

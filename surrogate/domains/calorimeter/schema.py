@@ -1,0 +1,123 @@
+"""The CaloChallenge 2022 HDF5 layout and the dataset-2 geometry.
+
+Layout (CaloChallenge/homepage README.md): ``incident_energies`` (N, 1) and ``showers`` (N, n_voxels),
+both in MeV, voxels flattened as (layer, alpha, r) with r fastest. The binning is the challenge's
+``binning_dataset_2.xml`` (copied in ``data/``; public repository CaloChallenge/homepage, code/).
+"""
+
+from __future__ import annotations
+
+import functools
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from surrogate.data.hdf5 import atomic_h5, open_h5, require_dataset
+from surrogate.errors import InputError
+
+INCIDENT = "incident_energies"  # (N, 1) MeV
+SHOWERS = "showers"  # (N, n_voxels) MeV
+THRESHOLD_MEV = 15.15e-3  # readout threshold of datasets 2 and 3 (CaloChallenge)
+CHALLENGE_SAMPLING_FRACTION = 0.033  # what the challenge divided Si deposits by
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Regular (layer, alpha, r) binning; r_edges_mm is shared by all layers (true for datasets 2 and 3)."""
+
+    n_layers: int
+    n_alpha: int
+    r_edges_mm: tuple[float, ...]
+
+    @property
+    def n_r(self) -> int:
+        return len(self.r_edges_mm) - 1
+
+    @property
+    def n_voxels(self) -> int:
+        return self.n_layers * self.n_alpha * self.n_r
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (self.n_layers, self.n_alpha, self.n_r)
+
+    def describe(self) -> str:
+        return f"{self.n_voxels} = {self.n_layers} layers x {self.n_alpha} angular x {self.n_r} radial bins"
+
+
+@functools.cache
+def dataset2_geometry() -> Geometry:
+    root = ET.parse(Path(__file__).with_name("data") / "binning_dataset_2.xml").getroot()
+    layers = root.findall(".//Layer")
+    edges = {layer.get("r_edges") for layer in layers}
+    alphas = {layer.get("n_bin_alpha") for layer in layers}
+    assert len(edges) == 1 and len(alphas) == 1, "dataset 2 has one binning for every layer"
+    r_edges = tuple(float(x) for x in next(iter(edges)).split(","))  # type: ignore[union-attr]
+    return Geometry(n_layers=len(layers), n_alpha=int(next(iter(alphas))), r_edges_mm=r_edges)  # type: ignore[arg-type]
+
+
+def check_file(path: str | Path, geometry: Geometry) -> int:
+    """Check names, shapes and dtypes of a CaloChallenge file without reading its values; return N."""
+    with open_h5(path) as f:
+        inc = require_dataset(f, INCIDENT)
+        sh = require_dataset(f, SHOWERS)
+        if inc.ndim != 2 or inc.shape[1] != 1:
+            raise InputError(path, INCIDENT, f"shape {inc.shape}, expected (N, 1)")
+        if sh.ndim != 2:
+            raise InputError(path, SHOWERS, f"shape {sh.shape}, expected (N, {geometry.n_voxels})")
+        if sh.shape[1] != geometry.n_voxels:
+            raise InputError(path, SHOWERS,
+                             f"{sh.shape[1]} voxels per shower, expected {geometry.describe()}")
+        if sh.shape[0] != inc.shape[0]:
+            raise InputError(path, SHOWERS, f"{sh.shape[0]} showers but {inc.shape[0]} incident energies")
+        if sh.shape[0] == 0:
+            raise InputError(path, SHOWERS, "holds no showers")
+        for ds in (inc, sh):
+            if ds.dtype.kind != "f":
+                raise InputError(path, ds.name.lstrip("/"), f"dtype {ds.dtype}, expected floating point MeV")
+        return int(sh.shape[0])
+
+
+def bad_value_counts(showers: np.ndarray, e_inc: np.ndarray) -> np.ndarray:
+    """Per block: [first bad event index or -1, n_nan_or_inf, n_negative] for showers and energies.
+
+    Used lazily with dask so that the value check rides along the transform's fitting pass.
+    """
+    both = np.concatenate([e_inc.reshape(len(e_inc), -1), showers], axis=1)
+    nonfinite = ~np.isfinite(both)
+    negative = both < 0
+    negative[:, 0] |= both[:, 0] == 0  # an incident energy must be positive
+    bad = (nonfinite | negative).any(axis=1)
+    first = int(np.argmax(bad)) if bad.any() else -1
+    return np.array([[first, int(nonfinite.sum()), int(negative.sum())]], dtype=np.int64)
+
+
+def write_file(path: str | Path, blocks: Iterable[tuple[np.ndarray, np.ndarray]], n_events: int,
+               geometry: Geometry, attrs: Mapping[str, Any], chunk_events: int = 1000) -> None:
+    """Stream (showers (n, n_voxels) MeV, e_inc (n,) or (n, 1) MeV) blocks into a new CaloChallenge file.
+
+    Chunked and gzip-compressed; attributes (sampling fraction, physics list, ...) go on the root.
+    """
+    chunk = max(1, min(chunk_events, n_events))
+    with atomic_h5(path, layout="CaloChallenge2022", geometry=geometry.describe(), **attrs) as f:
+        inc = f.create_dataset(INCIDENT, shape=(n_events, 1), dtype="f4", chunks=(chunk, 1))
+        sh = f.create_dataset(SHOWERS, shape=(n_events, geometry.n_voxels), dtype="f4",
+                              chunks=(chunk, geometry.n_voxels), compression="gzip", compression_opts=4,
+                              shuffle=True)
+        inc.attrs["units"] = "MeV"
+        sh.attrs["units"] = "MeV"
+        sh.attrs["voxel_order"] = "(layer, alpha, r), r fastest"
+        start = 0
+        for showers, e_inc in blocks:
+            n = len(showers)
+            if start + n > n_events:
+                raise ValueError(f"write_file: more than the announced {n_events} events")
+            sh[start:start + n] = showers
+            inc[start:start + n] = np.asarray(e_inc, dtype=np.float32).reshape(n, 1)
+            start += n
+        if start != n_events:
+            raise ValueError(f"write_file: got {start} events, announced {n_events}")
