@@ -91,6 +91,7 @@ class GenerateConfig:
     checkpoint: str = ""  # training checkpoint (.pt); empty = this run's last checkpoint
     n_events: int = 0  # events to generate; 0 = one per incident energy of `energies_from`
     energies_from: str = ""  # file whose conditions to reuse; empty = this run's held-out test split
+    conditions: tuple[float, ...] = ()  # physical conditions (calorimeter: E_inc in MeV), n_events each
     batch_size: int = 1000  # events per generator call and per write to disk
     use_ema: bool = True  # sample from the EMA generator
     device: str = "auto"  # auto | cpu | cuda | cuda:N

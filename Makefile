@@ -1,0 +1,33 @@
+# Two entry points, both self-installing on a fresh machine:
+#   make quickstart   every stage on the built-in Geant4 reference, report in runs/
+#   make test         the test suite (slow tests: make test-slow)
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: quickstart test test-slow lint install
+
+install: $(STAMP)
+
+# torch is pinned to the CPU wheel here (a bare `torch` pulls a multi-GB CUDA build); pyproject.toml
+# accepts any torch>=2.4 so GPU machines keep their own build.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+quickstart: $(STAMP)
+	$(BIN)/surrogate run configs/calorimeter/quickstart.yaml
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -m slow
+
+lint: $(STAMP)
+	$(BIN)/ruff check surrogate tests pipelines benchmarks
+	$(BIN)/mypy

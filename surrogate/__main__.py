@@ -1,0 +1,7 @@
+"""``python -m surrogate`` is the ``surrogate`` command."""
+
+import sys
+
+from surrogate.cli import main
+
+sys.exit(main())

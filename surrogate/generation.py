@@ -1,0 +1,114 @@
+"""Sampling from a trained generator: the in-memory :class:`Surrogate` API and streamed file output.
+
+A :class:`Surrogate` is what an analysis uses in place of the slow simulator: same conditions in
+(physical units), same data layout out (physical units, readout threshold applied).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from surrogate.errors import InputError
+
+EXPORT_FORMAT = "surrogate-generator-v1"
+
+
+def resolve_device(name: str) -> Any:
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class Surrogate:
+    """A trained generator plus the fitted transform that maps its output back to physical units."""
+
+    def __init__(self, generator: Any, ckpt: dict[str, Any], device: Any) -> None:
+        from surrogate.data.transforms import transform_from_dict
+        from surrogate.domains import get_domain
+
+        self.generator = generator
+        self.device = device
+        self.domain = get_domain(ckpt["domain"])
+        self.transform = transform_from_dict(ckpt["transform"])
+        self.latent_dim = int(ckpt["model_spec"]["latent_dim"])
+        self.n_cond = int(ckpt["model_spec"]["n_cond"])
+        self.n_features = int(ckpt["model_spec"]["n_features"])
+        self.step = int(ckpt.get("step", 0))
+        self.source = str(ckpt.get("source", ""))
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, *, device: str = "auto", use_ema: bool = True) -> Surrogate:
+        """Rebuild from a training checkpoint or an exported generator (``torch.load(weights_only=True)``)."""
+        from surrogate.training.checkpoint import generator_from_checkpoint
+
+        dev = resolve_device(device)
+        generator, ckpt = generator_from_checkpoint(path, use_ema=use_ema, device=str(dev))
+        ckpt = dict(ckpt)
+        ckpt["source"] = str(path)
+        return cls(generator, ckpt, dev)
+
+    def generate(self, cond: np.ndarray, *, seed: int | None = 0, torch_generator: Any = None,
+                 batch_size: int = 10000) -> np.ndarray:
+        """Events for the physical conditions ``cond`` ((N,) or (N, n_cond)), in physical units.
+
+        For the calorimeter: ``cond`` = incident energies in MeV, result (N, 6480) voxel energies in MeV
+        in the CaloChallenge order. Latents come from ``torch_generator`` if given, else from ``seed``.
+        """
+        blocks = list(self.iter_generate(cond, seed=seed, torch_generator=torch_generator,
+                                         batch_size=batch_size))
+        if not blocks:
+            return np.zeros((0, self.n_features), dtype=np.float32)
+        return np.concatenate([b for b, _ in blocks])
+
+    def iter_generate(self, cond: np.ndarray, *, seed: int | None = 0, torch_generator: Any = None,
+                      batch_size: int = 10000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield ``(data, cond)`` blocks of at most ``batch_size`` events."""
+        import torch
+
+        cond = np.asarray(cond, dtype=np.float32).reshape(-1, self.n_cond)
+        gen = torch_generator
+        if gen is None:
+            gen = torch.Generator(device=self.device)
+            gen.manual_seed(0 if seed is None else seed)
+        autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda"
+                    else torch.autocast("cpu", enabled=False))
+        for start in range(0, len(cond), batch_size):
+            c_raw = cond[start:start + batch_size]
+            c = torch.from_numpy(self.transform.forward_cond(c_raw)).to(self.device)
+            z = torch.randn(len(c_raw), self.latent_dim, generator=gen, device=self.device)
+            with torch.no_grad(), autocast:
+                x = self.generator(z, c)
+            yield self.transform.inverse(x.float().cpu().numpy(), c_raw), c_raw
+
+
+def read_conditions(domain: Any, path: str | Path) -> np.ndarray:
+    """The physical conditions of a file in the domain's layout (small: (N, n_cond))."""
+    events = domain.open_lazy((str(path),), 65536)
+    cond = np.asarray(events.cond.compute(scheduler="synchronous"), dtype=np.float32)
+    if not np.isfinite(cond).all() or (cond <= 0).any():
+        raise InputError(path, "conditions", "non-finite or non-positive values; expected physical conditions > 0")
+    return cond
+
+
+def export_generator(ckpt: dict[str, Any], path: Path) -> Path:
+    """Write the inference-only part of a training checkpoint (EMA generator, spec, transform)."""
+    import torch
+
+    slim = {
+        "format": EXPORT_FORMAT,
+        "G_ema": ckpt["G_ema"],
+        "model_spec": ckpt["model_spec"],
+        "transform": ckpt["transform"],
+        "domain": ckpt["domain"],
+        "config": ckpt["config"],
+        "step": ckpt["step"],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(slim, path)
+    return path
