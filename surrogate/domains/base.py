@@ -45,6 +45,7 @@ class Domain(Protocol):
     transform: str  # name in surrogate.data.transforms' registry
     n_features: int  # length of one event's data vector
     n_cond: int  # length of one event's condition vector
+    reference_note: str  # what the reference simulator is and how it differs from published samples
 
     def simulate(self, cfg: Any, out_path: Path, *, progress: bool = True) -> dict[str, float]:
         """Run the reference simulator, write ``out_path`` in the domain's layout, return summary numbers."""
@@ -75,3 +76,9 @@ class Domain(Protocol):
 
     def high_level_inputs(self, features: dict[str, np.ndarray]) -> np.ndarray:
         """Classifier / FPD / KPD inputs built from the high-level observables."""
+
+    def flat_observables(self, data: np.ndarray, cond: np.ndarray) -> dict[str, np.ndarray]:
+        """Observables with many values per event (e.g. voxel energies), each flattened to 1-D.
+
+        Histogrammed like the features: a HistogramSpec names a key of either dict.
+        """

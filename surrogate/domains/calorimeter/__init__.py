@@ -57,6 +57,10 @@ class Calorimeter:
     name = "calorimeter"
     SimulateConfig = SimulateConfig
     default_model = "calo_mlp"
+    reference_note = ("The built-in reference is Geant4 11.4 (geant4-pybind) with a data-free electromagnetic "
+                      "physics list (no Seltzer-Berger bremsstrahlung tables, no Livermore photoelectric, "
+                      "no Rayleigh, Urban msc): Geant4-like, but not identical to the CaloChallenge "
+                      "dataset-2 files. The reference file's attributes below say what it is.")
     transform = "log_ratio"
 
     def __init__(self) -> None:
@@ -142,6 +146,11 @@ class Calorimeter:
         from surrogate.domains.calorimeter.features import high_level_inputs
 
         return high_level_inputs(features, self.geometry)
+
+    def flat_observables(self, data: np.ndarray, cond: np.ndarray) -> dict[str, np.ndarray]:
+        from surrogate.domains.calorimeter.features import flat_observables
+
+        return flat_observables(data, cond)
 
 
 def _source_of(index: int, events: LazyEvents) -> str:
