@@ -12,7 +12,7 @@ import numpy as np
 if TYPE_CHECKING:
     import dask.array as da
 
-    from surrogate.data.transforms import Transform
+    from surrogate.data.transforms import LazyFit, Transform
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,9 @@ class Domain(Protocol):
         """Eagerly read (data, cond) of a (validation-sized) file in the domain's layout."""
 
     def fit_transform(self, events: LazyEvents) -> Transform: ...
+
+    def fit_transform_lazy(self, events: LazyEvents) -> LazyFit:
+        """The fit of ``fit_transform`` as per-block dask work (prepare computes it with check_values)."""
 
     def features(self, data: np.ndarray, cond: np.ndarray) -> dict[str, np.ndarray]:
         """High-level observables per event, each (N,)."""

@@ -126,6 +126,12 @@ class Calorimeter:
 
         return LogRatioTransform.fit(events.data, events.cond, threshold=schema.THRESHOLD_MEV)
 
+    def fit_transform_lazy(self, events: LazyEvents) -> Any:
+        """The same fit as a LazyFit, so prepare computes it in the pass that checks the values."""
+        from surrogate.data.transforms import LogRatioTransform
+
+        return LogRatioTransform.lazy_fit(events.data, events.cond, threshold=schema.THRESHOLD_MEV)
+
     # ---- validation -------------------------------------------------------------------------------
     def features(self, data: np.ndarray, cond: np.ndarray) -> dict[str, np.ndarray]:
         from surrogate.domains.calorimeter.features import high_level_features

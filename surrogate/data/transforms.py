@@ -1,0 +1,312 @@
+"""Fitted, invertible maps between physical events and what the GAN sees; saved as JSON beside the data.
+
+A transform is fitted once by ``prepare`` over the whole training input (out of core, with dask), saved
+as ``transform.json`` (never pickle), and loaded by ``train`` / ``generate`` so that generated events are
+written in physical units. Transforms are looked up by name (``TRANSFORMS``); a domain names its own.
+
+Fitting is split into a lazy part (per-block statistics as dask arrays) and an eager fold
+(:class:`LazyFit`), so that ``prepare`` can compute the fit together with the domain's value check in
+one read of the data, a few blocks at a time.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from surrogate.errors import InputError, OutputExistsError
+
+# Relative offset inside the logarithm: u = log(E_voxel / E_inc + EPS). It sits below the smallest
+# non-zero ratio the detector reports, readout threshold / highest incident energy = 15.15 keV / 1 TeV
+# = 1.5e-8 for CaloChallenge dataset 2 (CaloChallenge/homepage README.md), so every recorded voxel is
+# resolved and empty voxels (u = log EPS = -18.4) sit apart from the hits.
+EPS = 1e-8
+# Per-voxel standard deviations (e-folds of u) are floored here, as a never-hit voxel has std 0. The
+# floor is above fixed-point noise (~1e-6) and below any voxel hit at all in a real sample: one hit in
+# 1e8 events, 18 e-folds above empty, already gives std 18 x 1e-4.
+STD_FLOOR = 1e-3
+# Statistics are accumulated as integers (fixed point, 2**-20 ~ 1e-6 in u): integer sums are exact and
+# order independent, so the fitted transform is bit-identical for any chunking and any dask scheduler.
+_FIXED_POINT = np.float32(2.0**20)
+# exp() of float32 overflows above ~88.7: generated values are capped below it, keeping an untrained
+# generator's output finite. Real showers never come near: the cap is a voxel of e^80 EPS ~ 5e26 E_inc.
+_S_MAX = np.float32(80.0)
+
+
+class Transform(Protocol):
+    """data (N, n_features) and cond (N, n_cond) in physical units <-> model space, float32 both ways."""
+
+    name: str
+
+    def forward(self, data: np.ndarray, cond: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Physical (data, cond) -> model (x, c), float32."""
+        ...
+
+    def forward_cond(self, cond: np.ndarray) -> np.ndarray:
+        """Physical condition (N, n_cond) -> model condition (N, n_cond), float32."""
+        ...
+
+    def inverse(self, x: np.ndarray, cond: np.ndarray) -> np.ndarray:
+        """Model x (N, n_features) + physical cond (N, n_cond) -> physical data, readout threshold applied."""
+        ...
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready parameters, including ``"name"``."""
+        ...
+
+
+class LazyFit(Protocol):
+    """A fit over ``n_blocks`` event blocks, computed a few blocks at a time.
+
+    ``blocks(start, stop)`` returns dask collections for blocks ``[start, stop)``; their computed values
+    are passed to ``update`` (in any order, each block once); ``finish`` returns the fitted transform.
+    """
+
+    n_blocks: int
+
+    def blocks(self, start: int, stop: int) -> Any: ...
+
+    def update(self, computed: Any) -> None: ...
+
+    def finish(self) -> Transform: ...
+
+
+def _log_ratio(data: np.ndarray, cond: np.ndarray, eps: float) -> np.ndarray:
+    """s = log(E / (E_inc eps) + 1) = log(E / E_inc + eps) - log(eps), float32 (N, n_features).
+
+    Written this way because log(1) is exactly 0 in every libm, so empty voxels give exactly 0, and
+    ``np.log(x + 1)`` is ~5x faster than ``np.log1p`` on float32 (../shared/STACK.md).
+    """
+    scale = np.asarray(cond, dtype=np.float32).reshape(len(cond), 1) * np.float32(eps)
+    s = np.divide(np.asarray(data, dtype=np.float32), scale, dtype=np.float32)
+    s += np.float32(1.0)
+    np.log(s, out=s)
+    return s
+
+
+def _block_sums(data: np.ndarray, cond: np.ndarray, eps: float) -> np.ndarray:
+    """Fixed-point [sum s, sum s^2] over the events of one block: (1, 2 n_features) float64 of integers.
+
+    Each partial sum is an integer below 2**53 (s <= 32 allows 8M events per block), hence exact.
+    Invalid values (NaN, negative energies) give garbage here without warnings: the domain's value check,
+    computed in the same pass, rejects such inputs before the fit is used.
+    """
+    with np.errstate(all="ignore"):
+        s = _log_ratio(data, cond, eps)
+        q = np.rint(s * _FIXED_POINT)
+        sum1 = q.sum(axis=0, dtype=np.float64)
+        np.multiply(s, s, out=q)
+        q *= _FIXED_POINT
+        np.rint(q, out=q)
+        sum2 = q.sum(axis=0, dtype=np.float64)
+    return np.concatenate([sum1, sum2])[None, :]
+
+
+class LogRatioTransform:
+    """Calorimeter voxels: u = log(E / E_inc + eps), standardised per voxel; log E_inc scaled to [-1, 1].
+
+    data: (N, n_voxels) voxel energies in MeV; cond: (N, 1) incident energy in MeV.
+    x = (u - mean) / std per voxel; c = 2 (ln E_inc - ln E_min) / (ln E_max - ln E_min) - 1.
+    ``inverse`` undoes both, clips at 0 and zeroes voxels below ``threshold_mev`` (the readout threshold),
+    so generated showers look like recorded ones.
+    """
+
+    name = "log_ratio"
+
+    def __init__(self, mean: np.ndarray, std: np.ndarray, e_min_mev: float, e_max_mev: float,
+                 threshold_mev: float, eps: float = EPS) -> None:
+        """``mean``/``std`` (n_voxels,) of log(E / E_inc + eps) - log(eps), in e-folds; energies in MeV."""
+        self.mean = np.asarray(mean, dtype=np.float32)
+        self.std = np.asarray(std, dtype=np.float32)
+        if self.mean.shape != self.std.shape or self.mean.ndim != 1:
+            raise ValueError(f"mean {self.mean.shape} and std {self.std.shape} must be equal 1-D shapes")
+        self.e_min_mev = float(e_min_mev)
+        self.e_max_mev = float(e_max_mev)
+        self.threshold_mev = float(threshold_mev)
+        self.eps = float(eps)
+
+    @property
+    def n_features(self) -> int:
+        return int(self.mean.shape[0])
+
+    # ---- fitting -------------------------------------------------------------------------------------
+    @classmethod
+    def lazy_fit(cls, data: Any, cond: Any, *, threshold: float) -> _LogRatioFit:
+        """A :class:`LazyFit` over dask arrays data (N, n_voxels), cond (N, 1) in MeV, same event chunks."""
+        return _LogRatioFit(data, cond, threshold)
+
+    @classmethod
+    def fit(cls, data: Any, cond: Any, *, threshold: float) -> LogRatioTransform:
+        """Fit in one pass over data (N, n_voxels) and cond (N, 1), dask or numpy arrays in MeV."""
+        import dask
+        import dask.array as da
+
+        data = da.asarray(data)
+        cond = da.asarray(cond).rechunk((data.chunks[0], 1))
+        lazy = cls.lazy_fit(data, cond, threshold=threshold)
+        (computed,) = dask.compute(lazy.blocks(0, lazy.n_blocks))
+        lazy.update(computed)
+        return lazy.finish()
+
+    # ---- the map ---------------------------------------------------------------------------------------
+    def _span(self) -> tuple[float, float]:
+        lo = np.log(self.e_min_mev)
+        span = np.log(self.e_max_mev) - lo
+        # A single incident energy has no spread: every event gets c = -1 rather than a division by 0.
+        return float(lo), float(span) if span > 0 else 1.0
+
+    def forward_cond(self, cond: np.ndarray) -> np.ndarray:
+        """(N, 1) incident energy in MeV -> (N, 1) float32 in [-1, 1] over the fitted energy range."""
+        lo, span = self._span()
+        c = np.asarray(cond, dtype=np.float64).reshape(-1, 1)
+        return (2.0 * (np.log(c) - lo) / span - 1.0).astype(np.float32)
+
+    def forward(self, data: np.ndarray, cond: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N, n_voxels) MeV, (N, 1) MeV -> x (N, n_voxels) float32, c (N, 1) float32."""
+        if data.ndim != 2 or data.shape[1] != self.n_features:
+            raise ValueError(f"data shape {data.shape}, expected (N, {self.n_features})")
+        x = _log_ratio(data, cond, self.eps)
+        x -= self.mean
+        x /= self.std
+        return x, self.forward_cond(cond)
+
+    def inverse(self, x: np.ndarray, cond: np.ndarray) -> np.ndarray:
+        """x (N, n_voxels) model space, cond (N, 1) MeV -> voxel energies (N, n_voxels) float32 MeV.
+
+        Negative values are clipped to 0 and voxels below the readout threshold set to 0.
+        """
+        if x.ndim != 2 or x.shape[1] != self.n_features:
+            raise ValueError(f"x shape {x.shape}, expected (N, {self.n_features})")
+        with np.errstate(over="ignore"):  # an overflow to inf is capped at _S_MAX just below
+            s = np.asarray(x, dtype=np.float32) * self.std
+            s += self.mean
+        np.minimum(s, _S_MAX, out=s)
+        np.exp(s, out=s)
+        s -= np.float32(1.0)
+        s *= np.asarray(cond, dtype=np.float32).reshape(len(x), 1) * np.float32(self.eps)
+        np.maximum(s, np.float32(0.0), out=s)
+        s[s < np.float32(self.threshold_mev)] = 0.0
+        return s
+
+    # ---- persistence ------------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        # float32 values written as Python floats read back bit-exactly.
+        return {
+            "name": self.name,
+            "eps": self.eps,
+            "threshold_mev": self.threshold_mev,
+            "e_min_mev": self.e_min_mev,
+            "e_max_mev": self.e_max_mev,
+            "n_features": self.n_features,
+            "mean": [float(v) for v in self.mean],
+            "std": [float(v) for v in self.std],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LogRatioTransform:
+        t = cls(mean=np.asarray(d["mean"]), std=np.asarray(d["std"]), e_min_mev=d["e_min_mev"],
+                e_max_mev=d["e_max_mev"], threshold_mev=d["threshold_mev"], eps=d["eps"])
+        if t.n_features != int(d["n_features"]):
+            raise ValueError(f"{t.n_features} means for n_features = {d['n_features']}")
+        return t
+
+
+class _LogRatioFit:
+    """Per-block fixed-point moments of s and the incident energies, folded into exact int64 totals."""
+
+    def __init__(self, data: Any, cond: Any, threshold: float) -> None:
+        if data.numblocks[1] != 1 or cond.chunks[0] != data.chunks[0]:
+            raise ValueError("data must be chunked along events only, cond with the same event chunks")
+        n_features = data.shape[1]
+        self.n_blocks = data.numblocks[0]
+        self._threshold = threshold
+        self._cond = cond
+        self._sums = data.map_blocks(_block_sums, cond, eps=EPS, dtype=np.float64,
+                                     chunks=((1,) * self.n_blocks, (2 * n_features,)),
+                                     meta=np.empty((0, 0), dtype=np.float64))
+        self._total = np.zeros(2 * n_features, dtype=np.int64)
+        self._n = 0
+        self._e_min = np.inf
+        self._e_max = -np.inf
+
+    def blocks(self, start: int, stop: int) -> tuple[Any, Any]:
+        """(sums (stop - start, 2 n_voxels), cond (events of those blocks, 1)) as dask arrays."""
+        return self._sums.blocks[start:stop], self._cond.blocks[start:stop]
+
+    def update(self, computed: tuple[np.ndarray, np.ndarray]) -> None:
+        sums, cond = computed
+        self._total += sums.astype(np.int64).sum(axis=0)
+        self._n += len(cond)
+        if len(cond):
+            self._e_min = min(self._e_min, float(cond.min()))
+            self._e_max = max(self._e_max, float(cond.max()))
+
+    def finish(self) -> LogRatioTransform:
+        if self._n == 0:
+            raise ValueError("cannot fit a transform to zero events")
+        n_features = len(self._total) // 2
+        scale = float(_FIXED_POINT) * self._n
+        mean = self._total[:n_features] / scale
+        var = self._total[n_features:] / scale - mean**2
+        # var can dip below 0 by rounding for a constant voxel; the floor keeps x finite (no 0/0).
+        std = np.maximum(np.sqrt(np.maximum(var, 0.0)), STD_FLOOR)
+        return LogRatioTransform(mean=mean, std=std, e_min_mev=self._e_min, e_max_mev=self._e_max,
+                                 threshold_mev=self._threshold)
+
+
+TRANSFORMS: dict[str, Callable[[dict[str, Any]], Transform]] = {
+    LogRatioTransform.name: LogRatioTransform.from_dict,
+}
+
+
+def _known(name: Any) -> str | None:
+    """None if ``name`` is registered, else what to tell the user."""
+    if name in TRANSFORMS:
+        return None
+    return f"unknown transform {name!r} (known: {', '.join(sorted(TRANSFORMS))})"
+
+
+def transform_from_dict(d: dict[str, Any]) -> Transform:
+    """Rebuild a fitted transform from its ``to_dict()``; KeyError/ValueError name what is wrong."""
+    problem = _known(d.get("name"))
+    if problem:
+        raise ValueError(problem)
+    return TRANSFORMS[d["name"]](d)
+
+
+def save_transform(t: Transform, path: str | Path) -> None:
+    """Write ``t`` as JSON to a new file ``path`` (written beside it, then renamed into place)."""
+    path = Path(path)
+    if path.exists():
+        raise OutputExistsError(path)
+    tmp = path.with_name(f".{path.name}.partial")
+    try:
+        tmp.write_text(json.dumps(t.to_dict(), indent=1) + "\n")
+        tmp.rename(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_transform(path: str | Path) -> Transform:
+    """Read a transform written by :func:`save_transform`; problems are one-line InputErrors."""
+    try:
+        d = json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise InputError(path, None, f"cannot read transform ({exc.strerror})") from None
+    except ValueError:
+        raise InputError(path, None, "not valid JSON; expected a transform written by prepare") from None
+    if not isinstance(d, dict):
+        raise InputError(path, None, "expected a JSON object with a transform's parameters")
+    problem = _known(d.get("name"))
+    if problem:
+        raise InputError(path, "name", problem)
+    try:
+        return transform_from_dict(d)
+    except KeyError as exc:
+        raise InputError(path, str(exc.args[0]), "missing transform parameter") from None
+    except (TypeError, ValueError) as exc:
+        raise InputError(path, None, f"bad transform parameters: {exc}") from None

@@ -1,0 +1,131 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+import pytest
+
+from surrogate.data.transforms import (
+    EPS,
+    STD_FLOOR,
+    LogRatioTransform,
+    load_transform,
+    save_transform,
+    transform_from_dict,
+)
+from surrogate.domains.calorimeter import schema
+from surrogate.errors import InputError, OutputExistsError
+
+THRESHOLD = schema.THRESHOLD_MEV
+
+
+@pytest.fixture(scope="module")
+def fitted(showers_600: tuple[np.ndarray, np.ndarray]) -> LogRatioTransform:
+    data, e_inc = showers_600
+    return LogRatioTransform.fit(data, e_inc, threshold=THRESHOLD)
+
+
+def test_round_trip_is_exact_above_threshold_and_zeros_stay_zero(
+        fitted: LogRatioTransform, showers_600: tuple[np.ndarray, np.ndarray]) -> None:
+    data, e_inc = showers_600
+    x, c = fitted.forward(data, e_inc)
+    assert x.dtype == np.float32 and c.dtype == np.float32 and x.shape == data.shape and c.shape == (600, 1)
+    back = fitted.inverse(x, e_inc)
+    assert back.dtype == np.float32
+    hit = data > 0
+    assert 0.2 < hit.mean() < 0.95  # the sample really mixes hits and exact zeros
+    assert np.all(back[~hit] == 0.0)
+    # float32 rounding of u (|u| <= ~20) through the standardisation: a few 1e-7 relative
+    np.testing.assert_allclose(back[hit], data[hit], rtol=4e-6, atol=0)
+
+
+def test_fit_matches_float64_moments_of_log_ratio(
+        fitted: LogRatioTransform, showers_600: tuple[np.ndarray, np.ndarray]) -> None:
+    data, e_inc = showers_600
+    u = np.log(data.astype(np.float64) / e_inc + EPS) - np.log(EPS)
+    # fixed-point accumulation (2**-20) and float32 storage: ~1e-6 e-folds
+    np.testing.assert_allclose(fitted.mean, u.mean(axis=0), rtol=0, atol=2e-6)
+    np.testing.assert_allclose(fitted.std, np.maximum(u.std(axis=0), STD_FLOOR), rtol=0, atol=2e-6)
+    assert fitted.e_min_mev == float(e_inc.min()) and fitted.e_max_mev == float(e_inc.max())
+
+
+def test_forward_standardises_each_voxel_and_constant_voxels_give_zero(
+        fitted: LogRatioTransform, showers_600: tuple[np.ndarray, np.ndarray]) -> None:
+    data, e_inc = showers_600
+    x, _ = fitted.forward(data, e_inc)
+    assert np.isfinite(x).all()
+    never_hit = (data == 0).all(axis=0)
+    assert never_hit.sum() >= 5 * 16  # the outer ring of the last 5 layers
+    assert np.all(fitted.std[never_hit] == np.float32(STD_FLOOR))
+    assert np.all(x[:, never_hit] == 0.0)
+    varied = fitted.std > 10 * STD_FLOOR
+    np.testing.assert_allclose(x[:, varied].mean(axis=0), 0.0, atol=1e-5)
+    np.testing.assert_allclose(x[:, varied].std(axis=0), 1.0, atol=1e-5)
+
+
+def test_fit_is_bit_identical_for_any_chunking(showers_600: tuple[np.ndarray, np.ndarray]) -> None:
+    data, e_inc = showers_600
+    fits = [LogRatioTransform.fit(da.from_array(data, chunks=(n, -1)), da.from_array(e_inc, chunks=(n, 1)),
+                                  threshold=THRESHOLD).to_dict()
+            for n in (7, 128, 600)]
+    assert fits[0] == fits[1] == fits[2]
+
+
+def test_condition_maps_log_energy_range_onto_minus_one_to_one(fitted: LogRatioTransform) -> None:
+    lo, hi = fitted.e_min_mev, fitted.e_max_mev
+    c = fitted.forward_cond(np.array([[lo], [np.sqrt(lo * hi)], [hi], [lo**2 / hi]]))
+    np.testing.assert_allclose(c[:, 0], [-1.0, 0.0, 1.0, -3.0], atol=1e-6)
+
+
+def test_single_incident_energy_gives_finite_condition() -> None:
+    data = np.full((4, 3), 10.0, dtype=np.float32)
+    e_inc = np.full((4, 1), 1000.0, dtype=np.float32)
+    t = LogRatioTransform.fit(data, e_inc, threshold=THRESHOLD)
+    x, c = t.forward(data, e_inc)
+    assert np.all(c == -1.0) and np.all(x == 0.0)
+    np.testing.assert_allclose(t.inverse(x, e_inc), data, rtol=1e-6)
+
+
+def test_inverse_applies_readout_threshold_and_stays_finite() -> None:
+    e_inc = np.array([[1000.0], [1000.0]], dtype=np.float32)
+    data = np.array([[0.0, 1.0], [0.5, 100.0]], dtype=np.float32)
+    t = LogRatioTransform.fit(data, e_inc, threshold=THRESHOLD)
+    # energies just below and just above the 15.15 keV threshold, mapped through the transform
+    probe = np.array([[0.9 * THRESHOLD, 1.1 * THRESHOLD]] * 2, dtype=np.float32)
+    x, _ = t.forward(probe, e_inc)
+    back = t.inverse(x, e_inc)
+    assert np.all(back[:, 0] == 0.0)
+    np.testing.assert_allclose(back[:, 1], 1.1 * THRESHOLD, rtol=1e-5)
+    wild = t.inverse(np.array([[1e6, -1e6], [np.float32(3e38), -3e38]], dtype=np.float32), e_inc)
+    assert np.isfinite(wild).all() and np.all(wild[:, 1] == 0.0) and np.all(wild[:, 0] > 0)
+
+
+def test_save_load_round_trip_is_exact(tmp_path: Path, fitted: LogRatioTransform,
+                                       showers_600: tuple[np.ndarray, np.ndarray]) -> None:
+    data, e_inc = showers_600
+    path = tmp_path / "transform.json"
+    save_transform(fitted, path)
+    loaded = load_transform(path)
+    assert json.loads(path.read_text())["name"] == "log_ratio"
+    assert loaded.to_dict() == fitted.to_dict()
+    for a, b in zip(loaded.forward(data, e_inc), fitted.forward(data, e_inc), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert isinstance(transform_from_dict(fitted.to_dict()), LogRatioTransform)
+    with pytest.raises(OutputExistsError):
+        save_transform(fitted, path)
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("{not json", "not valid JSON"),
+    ('{"name": "sqrt"}', "unknown transform 'sqrt'"),
+    ('{"name": "log_ratio", "eps": 1e-8}', "mean: missing transform parameter"),
+    ("[1, 2]", "expected a JSON object"),
+])
+def test_load_errors_name_the_file(tmp_path: Path, text: str, expected: str) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(text)
+    with pytest.raises(InputError, match=expected) as info:
+        load_transform(path)
+    assert str(path) in str(info.value)
