@@ -59,6 +59,7 @@ class TrainConfig:
     latent_dim: int = 64  # size of the latent vector z
     hidden_g: int = 512  # width of the generator's hidden layers
     hidden_d: int = 512  # width of the discriminator's hidden layers
+    layer_norm: bool = True  # LayerNorm after the generator's hidden layers
     batch_size: int = 128  # events per optimiser step
     steps: int = 2000  # generator updates in total
     n_critic: int = 1  # discriminator updates per generator update
@@ -71,6 +72,8 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = True  # mixed precision (bfloat16 autocast) when on CUDA; ignored on CPU
     checkpoint_every: int = 500  # steps between checkpoints (the last step is always saved)
+    log_every: int = 20  # steps between logged (interval-averaged) loss scalars
+    buffer_blocks: int = 4  # store chunks shuffled together in memory by the batch loader
     validate_every: int = 500  # steps between in-training validation metrics (0 = never)
     validate_events: int = 1000  # validation-split events used by in-training metrics
     resume: str = ""  # checkpoint to resume from (exact: same config, continues the same run)
@@ -80,7 +83,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _choice("train.loss", self.loss, LOSSES)
         for name in ("latent_dim", "hidden_g", "hidden_d", "batch_size", "steps", "n_critic",
-                     "lr_g", "lr_d", "checkpoint_every"):
+                     "lr_g", "lr_d", "checkpoint_every", "log_every", "buffer_blocks"):
             _positive(f"train.{name}", getattr(self, name))
         if not 0 <= self.ema_decay < 1:
             raise ConfigError(f"train.ema_decay: expected a number in [0, 1), got {self.ema_decay}")
@@ -154,6 +157,14 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+def _yaml11_float(text: str) -> float | str:
+    """YAML 1.1 reads ``3e-4`` (no dot) as a string; physicists write it anyway."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     """Check ``value`` against the annotation ``tp``; the only conversions are int->float and list->tuple."""
     origin = typing.get_origin(tp)
@@ -176,6 +187,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 continue
         raise ConfigError(f"{where}: {value!r} matches none of {tp}")
     if tp is float:
+        if isinstance(value, str):
+            value = _yaml11_float(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         return float(value)

@@ -49,6 +49,8 @@ class Tracker:
         self.run_dir = run_dir
         self.uri = uri or default_uri(run_dir)
         self._mlflow = mlflow
+        if self.uri.startswith(("http://", "https://")):
+            _check_server(self.uri)
         mlflow.set_tracking_uri(self.uri)
         try:
             exp = mlflow.get_experiment_by_name(experiment)
@@ -81,6 +83,19 @@ class Tracker:
         if self.uri.startswith("sqlite"):
             return f"mlflow ui --backend-store-uri {self.uri} --host 127.0.0.1 --port 5000"
         return f"open {self.uri}"
+
+
+def _check_server(uri: str, timeout_s: float = 10.0) -> None:
+    """Fail in seconds, not after MLflow's minutes of retries, when a tracking server is not there."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s) as response:
+            response.read()
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise SurrogateError(f"tracking: cannot reach MLflow tracking server {uri} ({reason})") from None
 
 
 class StageRun:

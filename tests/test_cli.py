@@ -1,0 +1,125 @@
+"""The command line as a user meets it: help, dry runs, and one-line errors with exit status 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from surrogate.cli import main
+from surrogate.domains.calorimeter import schema
+
+QUICKSTART = Path(__file__).parents[1] / "configs" / "calorimeter" / "quickstart.yaml"
+
+
+def _write_calo(path: Path, n: int = 40, seed: int = 0, n_voxels: int = 6480) -> Path:
+    rng = np.random.default_rng(seed)
+    e_inc = np.exp(rng.uniform(np.log(1e3), np.log(1e4), n)).astype(np.float32)
+    showers = (rng.exponential(1.0, (n, n_voxels)) * (rng.random((n, n_voxels)) < 0.1)).astype(np.float32)
+    with h5py.File(path, "w") as f:
+        f["incident_energies"] = e_inc[:, None]
+        f["showers"] = showers
+    return path
+
+
+def test_help_lists_every_stage_with_examples(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for stage in ("simulate", "prepare", "train", "generate", "validate", "run"):
+        assert stage in out
+    assert "surrogate run configs/calorimeter/quickstart.yaml" in out
+
+
+def test_dry_run_prints_resolved_config_and_creates_nothing(tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    out_dir = tmp_path / "never"
+    assert main(["train", str(QUICKSTART), "--dry-run", "--out", str(out_dir), "--set", "train.steps=17"]) == 0
+    text = capsys.readouterr().out
+    assert "steps: 17" in text and "loss: wgan_gp" in text
+    assert not out_dir.exists()
+
+
+def test_unknown_key_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out_dir = tmp_path / "run"
+    assert main(["run", str(QUICKSTART), "--out", str(out_dir), "--set", "train.hiden_g=3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0
+    assert "quickstart.yaml: train.hiden_g: unknown config key" in err
+    assert not out_dir.exists()
+
+
+def _corrupt(kind: str, path: Path) -> str:
+    """Make ``path`` bad in one way; return the field the error must name."""
+    if kind == "not_hdf5":
+        path.write_text("incident_energies,showers\n1,2\n")
+        return "not an HDF5 file"
+    _write_calo(path)
+    if kind == "truncated":
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+        return "truncated"
+    with h5py.File(path, "a") as f:
+        if kind == "missing_showers":
+            del f["showers"]
+            return "showers: missing dataset"
+        if kind == "wrong_voxels":
+            del f["showers"]
+            f["showers"] = np.zeros((40, 368), dtype=np.float32)
+            return "368 voxels per shower, expected 6480"
+        if kind in ("nan", "inf", "negative"):
+            value = {"nan": np.nan, "inf": np.inf, "negative": -1.0}[kind]
+            f["showers"][7, 100] = value
+            return "first at event 7"
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("kind", ["not_hdf5", "truncated", "missing_showers", "wrong_voxels",
+                                  "nan", "inf", "negative"])
+def test_bad_input_files_fail_cleanly(kind: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / f"{kind}.h5"
+    expected = _corrupt(kind, bad)
+    before = bad.read_bytes()
+    out_dir = tmp_path / "run"
+    code = main(["prepare", str(QUICKSTART), "--quiet", "--out", str(out_dir),
+                 "--set", f"prepare.inputs=[{bad}]"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.count("\n") == 0 and "Traceback" not in err
+    assert str(bad) in err and expected in err
+    assert not out_dir.exists(), "a run folder created by a failed command must not be left behind"
+    assert bad.read_bytes() == before
+
+
+def test_existing_stage_output_is_never_overwritten(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out_dir = tmp_path / "run"
+    (out_dir / "prepare").mkdir(parents=True)
+    keep = out_dir / "prepare" / "store.h5"
+    keep.write_bytes(b"precious")
+    good = _write_calo(tmp_path / "good.h5")
+    code = main(["prepare", str(QUICKSTART), "--quiet", "--out", str(out_dir),
+                 "--set", f"prepare.inputs=[{good}]"])
+    assert code == 2
+    assert "already exists" in capsys.readouterr().err
+    assert keep.read_bytes() == b"precious"
+
+
+def test_console_script_error_has_no_traceback(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "surrogate", "validate", str(QUICKSTART), "--out",
+                           str(tmp_path / "r"), "--set", "validate.generated=/nonexistent/gen.h5",
+                           "--set", "validate.reference=/nonexistent/ref.h5"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert "/nonexistent/gen.h5: no such file" in proc.stderr
+
+
+def test_schema_constants_match_dataset2() -> None:
+    geometry = schema.dataset2_geometry()
+    assert (geometry.n_layers, geometry.n_alpha, geometry.n_r) == (45, 16, 9)
+    assert geometry.r_edges_mm[1] == pytest.approx(4.65)
