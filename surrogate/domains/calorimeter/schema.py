@@ -103,9 +103,13 @@ def write_file(path: str | Path, blocks: Iterable[tuple[np.ndarray, np.ndarray]]
     Chunked and gzip-compressed; attributes (sampling fraction, physics list, ...) go on the root.
     """
     chunk = max(1, min(chunk_events, n_events))
+    # h5py refuses a chunk longer than a fixed-size dataset: an empty file (an empty split) is growable.
+    rows = n_events or None
     with atomic_h5(path, layout="CaloChallenge2022", geometry=geometry.describe(), **attrs) as f:
-        inc = f.create_dataset(INCIDENT, shape=(n_events, 1), dtype="f4", chunks=(chunk, 1))
-        sh = f.create_dataset(SHOWERS, shape=(n_events, geometry.n_voxels), dtype="f4",
+        inc = f.create_dataset(INCIDENT, shape=(n_events, 1), maxshape=(rows, 1), dtype="f4",
+                               chunks=(chunk, 1))
+        sh = f.create_dataset(SHOWERS, shape=(n_events, geometry.n_voxels),
+                              maxshape=(rows, geometry.n_voxels), dtype="f4",
                               chunks=(chunk, geometry.n_voxels), compression="gzip", compression_opts=4,
                               shuffle=True)
         inc.attrs["units"] = "MeV"
