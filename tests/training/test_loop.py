@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import E_MAX_MEV, E_MIN_MEV, coefficients, tiny_config, write_store
+from train_helpers import E_MAX_MEV, E_MIN_MEV, coefficients, tiny_config, write_store
 
 from surrogate.config import LOSSES
 from surrogate.data.transforms import load_transform
