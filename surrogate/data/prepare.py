@@ -209,8 +209,8 @@ def _split_block(data: np.ndarray, cond: np.ndarray, labels: np.ndarray,
                  transform: Transform) -> list[tuple[np.ndarray, ...]]:
     """One block, transformed and split: per split (x, c, cond_raw, data_raw); runs on a dask worker.
 
-    Rows are grouped by split with a stable sort, so events keep their input order and each split is a
-    view (one copy of the block, one transformed copy).
+    Rows are grouped by split with a stable sort, so events keep their input order and each split's x is
+    a view. data_raw (val and test only) is copied out so the sorted block can be freed at once.
     """
     order = np.argsort(labels, kind="stable")
     data = data[order]
@@ -219,7 +219,7 @@ def _split_block(data: np.ndarray, cond: np.ndarray, labels: np.ndarray,
     ends = np.cumsum(np.bincount(labels, minlength=3))
     out: list[tuple[np.ndarray, ...]] = []
     for i, (a, b) in enumerate(zip((0, *ends[:-1]), ends, strict=True)):
-        out.append((x[a:b], c[a:b], cond[a:b], data[a:b] if SPLITS[i] in REFERENCE else data[:0]))
+        out.append((x[a:b], c[a:b], cond[a:b], data[a:b].copy() if SPLITS[i] in REFERENCE else data[:0]))
     return out
 
 

@@ -32,6 +32,7 @@ STD_FLOOR = 1e-3
 # Statistics are accumulated as integers (fixed point, 2**-20 ~ 1e-6 in u): integer sums are exact and
 # order independent, so the fitted transform is bit-identical for any chunking and any dask scheduler.
 _FIXED_POINT = np.float32(2.0**20)
+_SLAB = 256  # events per step of the statistics (temporaries of 256 x 6480 float32 = 6.6 MB)
 # exp() of float32 overflows above ~88.7: generated values are capped below it, keeping an untrained
 # generator's output finite. Real showers never come near: the cap is a voxel of e^80 EPS ~ 5e26 E_inc.
 _S_MAX = np.float32(80.0)
@@ -93,17 +94,20 @@ def _block_sums(data: np.ndarray, cond: np.ndarray, eps: float) -> np.ndarray:
 
     Each partial sum is an integer below 2**53 (s <= 32 allows 8M events per block), hence exact.
     Invalid values (NaN, negative energies) give garbage here without warnings: the domain's value check,
-    computed in the same pass, rejects such inputs before the fit is used.
+    computed in the same pass, rejects such inputs before the fit is used. Slabs of _SLAB events keep
+    the temporaries small (a few MB) next to the block itself.
     """
+    sums = np.zeros((2, data.shape[1]), dtype=np.float64)
     with np.errstate(all="ignore"):
-        s = _log_ratio(data, cond, eps)
-        q = np.rint(s * _FIXED_POINT)
-        sum1 = q.sum(axis=0, dtype=np.float64)
-        np.multiply(s, s, out=q)
-        q *= _FIXED_POINT
-        np.rint(q, out=q)
-        sum2 = q.sum(axis=0, dtype=np.float64)
-    return np.concatenate([sum1, sum2])[None, :]
+        for start in range(0, len(data), _SLAB):
+            s = _log_ratio(data[start:start + _SLAB], cond[start:start + _SLAB], eps)
+            q = np.rint(s * _FIXED_POINT)
+            sums[0] += q.sum(axis=0, dtype=np.float64)
+            np.multiply(s, s, out=q)
+            q *= _FIXED_POINT
+            np.rint(q, out=q)
+            sums[1] += q.sum(axis=0, dtype=np.float64)
+    return sums.reshape(1, -1)
 
 
 class LogRatioTransform:

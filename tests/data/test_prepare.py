@@ -263,9 +263,13 @@ def test_distributed_output_equals_threaded_for_two_chunk_sizes(cluster: None, t
 
     assert len(default_client().nthreads()) == 2
     inputs = (str(calo_file),)
-    for chunk in (100, 256):
-        cfg = PrepareConfig(chunk_events=chunk)
-        prepare_store(DOMAIN, cfg, inputs, tmp_path / f"distributed_{chunk}", progress=False)
+    prepare_store(DOMAIN, PrepareConfig(chunk_events=256), inputs, tmp_path / "distributed_256",
+                  progress=False)
+    # a second client connecting to the running cluster by address, as on a shared cluster
+    by_address = PrepareConfig(scheduler="distributed", address=default_client().scheduler.address,
+                               chunk_events=100)
+    with dask_scheduler(by_address):
+        prepare_store(DOMAIN, by_address, inputs, tmp_path / "distributed_100", progress=False)
     with dask.config.set(scheduler="threads"):
         prepare_store(DOMAIN, PrepareConfig(chunk_events=256), inputs, tmp_path / "threads", progress=False)
     reference = read_store(tmp_path / "threads")
