@@ -48,7 +48,8 @@ def normalise_max_abs(real: np.ndarray, gen: np.ndarray) -> tuple[np.ndarray, np
     """
     real = np.asarray(real, dtype=np.float64)
     gen = np.asarray(gen, dtype=np.float64)
-    _check_pair(real, gen)
+    if real.ndim != 2 or gen.ndim != 2 or real.shape[1] != gen.shape[1]:
+        raise ValueError(f"expected two (N, d) samples with the same d, got {real.shape} and {gen.shape}")
     scale = np.max(np.abs(real), axis=0)
     scale[scale == 0] = 1.0
     return real / scale, gen / scale

@@ -72,7 +72,7 @@ def high_level_features(showers: np.ndarray, e_inc: np.ndarray, geometry: Geomet
         mean = np.where(e_layer[:, :, None] > 0, moments / safe, 0.0)
         centre = mean[:, :, :3]
         width = np.sqrt(np.clip(mean[:, :, 3:] - centre**2, 0.0, None))  # clip: rounding below 0
-        sparsity = 1.0 - (block > 0).mean(axis=(2, 3))
+        sparsity = (block == 0).sum(axis=(2, 3)) / (geometry.n_alpha * geometry.n_r)
         radial[sl] = block.sum(axis=(1, 2))
         for layer in range(n_layers):
             out[f"E_layer_{layer}"][sl] = e_layer[:, layer]
