@@ -93,7 +93,7 @@ class StoreLoader:
             raise InputError(self.path, f"{split}/x", "no events")
         share = min(self._share_events(r) for r in range(world_size))
         self.batches_per_epoch = share // batch_size if drop_last else -(-share // batch_size)
-        if self.batches_per_epoch == 0:
+        if self.batches_per_epoch <= 0:  # also: fewer blocks than processes
             raise InputError(self.path, split, f"{self.n_events} events give no full batch of {batch_size} "
                              f"per process ({world_size} processes)")
 

@@ -299,9 +299,13 @@ def run_training(cfg: Config, store_dir: Path, out_dir: Path, *, log_metrics: Lo
                  progress: bool = True) -> tuple[TrainResult, TrainState]:
     """:func:`train`, also returning this process's final :class:`TrainState` (tests, notebooks)."""
     info = distributed.init_distributed(cfg.train.device)
+    threads = torch.get_num_threads()
+    if cfg.train.num_threads > 0:
+        torch.set_num_threads(cfg.train.num_threads)
     try:
         return _run(cfg, Path(store_dir), Path(out_dir), info, log_metrics, evaluate, progress)
     finally:
+        torch.set_num_threads(threads)  # a process-wide setting: leave it as the caller had it
         distributed.shutdown(info)
 
 
@@ -309,8 +313,6 @@ def _run(cfg: Config, store_dir: Path, out_dir: Path, info: distributed.DistInfo
          log_metrics: LogMetrics | None, evaluate: Evaluate | None,
          progress: bool) -> tuple[TrainResult, TrainState]:
     t = cfg.train
-    if t.num_threads > 0:
-        torch.set_num_threads(t.num_threads)
     device = distributed.resolve_device(t.device, info)
     amp = t.amp and device.type == "cuda"
     store = store_identity(store_dir)

@@ -91,3 +91,5 @@ def test_bad_store(tmp_path: Path) -> None:
         StoreLoader(path, batch_size=2, seed=0)
     with pytest.raises(InputError, match="no full batch"):
         StoreLoader(_write(tmp_path / "t.h5", 10, chunk=4), batch_size=16, seed=0)
+    with pytest.raises(InputError, match="no full batch"):  # one block cannot feed two processes
+        StoreLoader(_write(tmp_path / "u.h5", 16), batch_size=2, seed=0, rank=1, world_size=2)
