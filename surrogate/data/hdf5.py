@@ -91,9 +91,17 @@ class H5Slice:
 
 
 def lazy_dataset(path: str | Path, name: str, chunk_events: int) -> Any:
-    """A dask array over ``path[name]`` chunked along the first (event) axis; nothing is read yet."""
+    """A dask array over ``path[name]`` chunked along the first (event) axis; nothing is read yet.
+
+    Blocks hold whole HDF5 chunks where the file's chunks are no longer than ``chunk_events`` (rounded
+    down to a multiple): a compressed chunk split between two blocks is decompressed twice (prepare's
+    read took 1.5x as long with 1024-event blocks over 1000-event gzip chunks).
+    """
     import dask.array as da
 
     src = H5Slice(path, name)
-    chunks = (min(chunk_events, max(src.shape[0], 1)),) + src.shape[1:]
+    rows = chunk_events
+    if src.chunks and src.chunks[0] <= chunk_events:
+        rows = chunk_events // src.chunks[0] * src.chunks[0]
+    chunks = (min(rows, max(src.shape[0], 1)), *src.shape[1:])
     return da.from_array(src, chunks=chunks, name=f"h5-{Path(path).resolve()}-{name}", asarray=True)

@@ -38,9 +38,10 @@ def analytic_showers(n_events: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def write_showers(path: Path, showers: np.ndarray, e_inc: np.ndarray, block: int = 256) -> Path:
+    """HDF5 chunks of 50 events, so that prepare's blocks (whole chunks) can differ between tests."""
     n = len(showers)
     blocks = ((showers[i:i + block], e_inc[i:i + block]) for i in range(0, n, block))
-    schema.write_file(path, blocks, n, GEOMETRY, {"sampling_fraction": 0.033})
+    schema.write_file(path, blocks, n, GEOMETRY, {"sampling_fraction": 0.033}, chunk_events=50)
     return path
 
 

@@ -67,7 +67,9 @@ def test_h5_slice_pickles_by_name_and_reads_per_call(small_file: Path) -> None:
 
 def test_lazy_dataset_chunks_along_events_and_reads_the_values(small_file: Path) -> None:
     arr = lazy_dataset(small_file, "values", chunk_events=10)
-    assert arr.chunks == ((10, 10, 10, 5), (2,))
+    assert arr.chunks == ((8, 8, 8, 8, 3), (2,))  # whole 8-event HDF5 chunks, at most 10 events
     np.testing.assert_array_equal(arr.sum(axis=0).compute(scheduler="synchronous"),
                                   [sum(range(0, 70, 2)), sum(range(1, 70, 2))])
+    assert lazy_dataset(small_file, "values", chunk_events=17).chunks == ((16, 16, 3), (2,))
+    assert lazy_dataset(small_file, "values", chunk_events=5).chunks == ((5,) * 7, (2,))
     assert lazy_dataset(small_file, "values", chunk_events=1000).chunks == ((35,), (2,))
