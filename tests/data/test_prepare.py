@@ -251,9 +251,15 @@ def test_failure_in_an_existing_folder_removes_only_what_it_created(
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[None]:
-    """One LocalCluster per module (worker start-up costs seconds), active as dask's scheduler."""
-    with dask_scheduler(PrepareConfig(scheduler="distributed", n_workers=2)):
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """One LocalCluster per module (worker start-up costs seconds), active as dask's scheduler.
+
+    Its scratch space is a fresh folder: in the shared /tmp/dask-scratch-space, purging other runs'
+    leftovers can pass distributed's 1 s warning, which pytest turns into an error.
+    """
+    scratch = tmp_path_factory.mktemp("dask-scratch")
+    with dask.config.set({"temporary-directory": str(scratch)}), \
+            dask_scheduler(PrepareConfig(scheduler="distributed", n_workers=2)):
         yield
 
 
