@@ -8,7 +8,8 @@ pickled code):
     model_spec       ModelSpec.to_dict()          domain           domain name
     G, D, G_ema      state_dicts                  ema_updates      EMA update count (its warm-up clock)
     opt_g, opt_d     Adam state_dicts             scaler           AMP loss-scaler state ({} for bfloat16)
-    rng              {"torch_cpu", "torch_cuda" (list), "latent" (latent/penalty generator state)}
+    rng              {"torch_cpu", "torch_cuda" (list, CUDA only), "noise" (list: each rank's latent and
+                     penalty-mixing generator state)}; the loader needs no state beyond its position
     config           surrogate.config.config_to_dict(cfg)
     transform        the fitted transform's dict (store_dir/transform.json)
     store            the training store's identity (n_features, n_cond, seed, sources)

@@ -6,7 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import torch
 from train_helpers import write_store
 
@@ -33,7 +32,6 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.mark.slow
 def test_torchrun_two_cpu_ranks_stay_identical(tmp_path: Path) -> None:
     """gloo DDP: ranks see different batches and latents, yet averaged gradients keep weights identical."""
     store = write_store(tmp_path / "prepare", n_events=1024)
