@@ -146,8 +146,9 @@ class StoreLoader:
         total = self._epoch_length(buffers)
         position = start_batch * self.batch_size  # index into this epoch's event stream
         batch = start_batch
-        pending_x = np.empty((0, self.n_features), np.float32)
-        pending_c = np.empty((0, self.n_cond), np.float32)
+        # events carried from the previous buffer into a batch that straddles the boundary
+        carry_x = np.empty((0, self.n_features), np.float32)
+        carry_c = np.empty((0, self.n_cond), np.float32)
         begin = 0  # stream index of the current buffer's first event
         with open_h5(self.path) as f:
             ds_x, ds_c = f[f"{self.split}/x"], f[f"{self.split}/cond"]
@@ -156,15 +157,18 @@ class StoreLoader:
                 if end > position:
                     rows = self._shuffle(epoch, index, len(events))[position - begin:end - begin]
                     x_buf, c_buf = self._read(ds_x, ds_c, events)
-                    pending_x = np.concatenate([pending_x, x_buf[rows]])
-                    pending_c = np.concatenate([pending_c, c_buf[rows]])
                     position = end
-                    while len(pending_x) >= self.batch_size or (position == total and len(pending_x)):
-                        n = min(self.batch_size, len(pending_x))
-                        yield Batch(epoch, batch, torch.from_numpy(pending_x[:n]),
-                                    torch.from_numpy(pending_c[:n]))
-                        batch += 1
-                        pending_x, pending_c = pending_x[n:], pending_c[n:]
+                    # gather batch by batch (one batch-sized copy each), not the whole shuffled buffer
+                    start = 0
+                    while start < len(rows):
+                        take = rows[start:start + self.batch_size - len(carry_x)]
+                        start += len(take)
+                        carry_x = np.concatenate([carry_x, x_buf[take]]) if len(carry_x) else x_buf[take]
+                        carry_c = np.concatenate([carry_c, c_buf[take]]) if len(carry_c) else c_buf[take]
+                        if len(carry_x) == self.batch_size or (position == total and start == len(rows)):
+                            yield Batch(epoch, batch, torch.from_numpy(carry_x), torch.from_numpy(carry_c))
+                            batch += 1
+                            carry_x, carry_c = carry_x[:0], carry_c[:0]
                 if end == total:
                     break
                 begin += len(events)
