@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import os
 import shutil
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from surrogate import __version__
+
+if TYPE_CHECKING:
+    from surrogate.config import Config
 
 EXAMPLES = """\
 examples:
@@ -64,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("DO_NOT_TRACK", "true")
     args = build_parser().parse_args(argv)
+    _show_status_lines(quiet=args.quiet)
     from surrogate.config import dump_config, load_config
     from surrogate.errors import SurrogateError
 
@@ -99,7 +105,28 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _run_all(cfg: object, run_dir: Path, *, progress: bool) -> int:
+class _StatusHandler(logging.StreamHandler):
+    """Plain lines on whatever ``sys.stderr`` is at the time (it is swapped by notebooks and pytest)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+        self.setFormatter(logging.Formatter("%(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
+def _show_status_lines(*, quiet: bool) -> None:
+    """Stages report what they do on the ``surrogate`` logger: shown on stderr unless --quiet."""
+    logger = logging.getLogger("surrogate")
+    logger.setLevel(logging.WARNING if quiet else logging.INFO)
+    if not any(isinstance(h, _StatusHandler) for h in logger.handlers):
+        logger.addHandler(_StatusHandler())
+        logger.propagate = False
+
+
+def _run_all(cfg: Config, run_dir: Path, *, progress: bool) -> int:
     from surrogate import stages
     from surrogate.config import dump_config
     from surrogate.errors import OutputExistsError
@@ -108,8 +135,8 @@ def _run_all(cfg: object, run_dir: Path, *, progress: bool) -> int:
         raise OutputExistsError(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     # The resolved options are written before any work starts, so a run folder always says what it ran.
-    (run_dir / "config.yaml").write_text(dump_config(cfg))  # type: ignore[arg-type]
-    results = stages.run_all(cfg, run_dir, progress=progress)  # type: ignore[arg-type]
+    (run_dir / "config.yaml").write_text(dump_config(cfg))
+    results = stages.run_all(cfg, run_dir, progress=progress)
     print(f"run folder: {run_dir}")
     for r in results:
         print(f"  {r.stage:<9} {r.seconds:7.1f} s  {r.out_dir}")
@@ -119,7 +146,7 @@ def _run_all(cfg: object, run_dir: Path, *, progress: bool) -> int:
     print("validation: " + ", ".join(f"{k}={metrics[k]:.4g}" for k in keys if k in metrics))
     print(f"verdict: {'PASS' if final.passed else 'FAIL'}")
     print(f"report: {final.outputs['report']}")
-    uri = getattr(cfg, "tracking").uri
+    uri = cfg.tracking.uri
     if not uri:
         print(f"MLflow UI: mlflow ui --backend-store-uri sqlite:///{(run_dir / 'mlflow.db').resolve()} "
               "--host 127.0.0.1 --port 5000   (then open http://127.0.0.1:5000)")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import shutil
 import sys
 import time
@@ -28,7 +29,7 @@ from typing import Any
 
 from surrogate.config import Config, config_to_dict, dump_config
 from surrogate.domains import get_domain
-from surrogate.errors import OutputExistsError, SurrogateError
+from surrogate.errors import InputError, OutputExistsError, SurrogateError
 
 STAGES = ("simulate", "prepare", "train", "generate", "validate")
 
@@ -44,8 +45,12 @@ class StageResult:
     passed: bool | None = None  # validation verdict; None for other stages
 
 
+_log = logging.getLogger("surrogate")
+
+
 def say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    """A status line for the user (the CLI shows the ``surrogate`` logger on stderr unless --quiet)."""
+    _log.info(message)
 
 
 @contextlib.contextmanager
@@ -100,6 +105,8 @@ def run_prepare(cfg: Config, run_dir: Path, *, tracker: Any = None, progress: bo
     inputs = cfg.prepare.inputs or (str(_default_input(
         "", run_dir / "simulate" / "showers.h5", "prepare.inputs",
         "run `surrogate simulate` into this --out first, or set prepare.inputs")),)
+    for path in inputs:  # layout errors surface before any output or tracking run exists
+        domain.check_file(path)
     tracker = tracker or _tracker(cfg, run_dir)
     t0 = time.perf_counter()
     with stage_dir(run_dir, "prepare") as out, tracker.run("prepare") as mlrun:
@@ -167,29 +174,39 @@ def run_generate(cfg: Config, run_dir: Path, *, tracker: Any = None, progress: b
 
     domain = get_domain(cfg.domain)
     gcfg = cfg.generate
+    from_mlflow = gcfg.checkpoint.startswith(("runs:/", "models:/", "mlflow-artifacts:/"))
+    ckpt_path = Path(gcfg.checkpoint)
+    if not from_mlflow:
+        ckpt_path = _default_input(gcfg.checkpoint, run_dir / "train" / "checkpoints" / "last.pt",
+                                   "generate.checkpoint", "run `surrogate train` first or set it")
+        if not ckpt_path.is_file():
+            raise InputError(ckpt_path, None, "no such checkpoint file (generate.checkpoint)")
+    cond_path: Path | None = None
+    if gcfg.conditions and len(gcfg.conditions) % domain.n_cond:
+        raise SurrogateError(f"generate.conditions: {len(gcfg.conditions)} values, expected a multiple of "
+                             f"{domain.n_cond} (one row of {domain.n_cond} per condition)")
+    if not gcfg.conditions:
+        cond_path = _default_input(gcfg.energies_from, run_dir / "prepare" / "reference_test.h5",
+                                   "generate.energies_from", "set generate.conditions or energies_from")
+        n_available = domain.check_file(cond_path)
+        if gcfg.n_events > n_available:
+            raise SurrogateError(f"generate.n_events: {gcfg.n_events} requested but {cond_path} "
+                                 f"holds {n_available} conditions")
     tracker = tracker or _tracker(cfg, run_dir)
     t0 = time.perf_counter()
     with stage_dir(run_dir, "generate") as out, tracker.run("generate") as mlrun:
         mlrun.log_params({"domain": cfg.domain, "generate": config_to_dict(gcfg)})
-        if gcfg.checkpoint.startswith(("runs:/", "models:/", "mlflow-artifacts:/")):
+        if from_mlflow:
             ckpt_path = download_model(gcfg.checkpoint, out / "model", tracker.uri)
-        else:
-            ckpt_path = _default_input(gcfg.checkpoint, run_dir / "train" / "checkpoints" / "last.pt",
-                                       "generate.checkpoint", "run `surrogate train` first or set it")
         sur = Surrogate.from_checkpoint(ckpt_path, device=gcfg.device, use_ema=gcfg.use_ema)
-        if gcfg.conditions:
+        if cond_path is None:
             per = gcfg.n_events or 1
-            cond = np.repeat(np.asarray(gcfg.conditions, dtype=np.float32), per).reshape(-1, domain.n_cond)
+            rows = np.asarray(gcfg.conditions, dtype=np.float32).reshape(-1, domain.n_cond)
+            cond = np.repeat(rows, per, axis=0)  # each condition row n_events times
             source = f"conditions {list(gcfg.conditions)} x {per}"
         else:
-            cond_path = _default_input(gcfg.energies_from, run_dir / "prepare" / "reference_test.h5",
-                                       "generate.energies_from", "set generate.conditions or energies_from")
             cond = read_conditions(domain, cond_path)
-            if gcfg.n_events:
-                if gcfg.n_events > len(cond):
-                    raise SurrogateError(f"generate.n_events: {gcfg.n_events} requested but {cond_path} "
-                                         f"holds {len(cond)} conditions")
-                cond = cond[:gcfg.n_events]
+            cond = cond[:gcfg.n_events] if gcfg.n_events else cond
             source = str(cond_path)
         path = out / "generated.h5"
         say(f"generate: {len(cond)} events from {ckpt_path} -> {path}")
@@ -223,6 +240,8 @@ def run_validate(cfg: Config, run_dir: Path, *, tracker: Any = None, progress: b
                          "run `surrogate generate` first or set it")
     ref = _default_input(cfg.validate.reference, run_dir / "prepare" / "reference_test.h5",
                          "validate.reference", "run `surrogate prepare` first or set it")
+    for path in (gen, ref):
+        domain.check_file(path)
     tracker = tracker or _tracker(cfg, run_dir)
     t0 = time.perf_counter()
     with stage_dir(run_dir, "validate") as out, tracker.run("validate") as mlrun:
@@ -243,7 +262,8 @@ RUNNERS = {"simulate": run_simulate, "prepare": run_prepare, "train": run_train,
            "generate": run_generate, "validate": run_validate}
 
 
-def run_all(cfg: Config, run_dir: Path, *, progress: bool = True, stages: tuple[str, ...] = STAGES) -> list[StageResult]:
+def run_all(cfg: Config, run_dir: Path, *, progress: bool = True,
+            stages: tuple[str, ...] = STAGES) -> list[StageResult]:
     """Every stage in order into one run folder, as nested MLflow runs under one parent run."""
     tracker = _tracker(cfg, run_dir)
     results: list[StageResult] = []

@@ -8,6 +8,7 @@ A team points ``--tracking-uri`` (or ``tracking.uri``) at a tracking server inst
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 from collections.abc import Iterator, Mapping
@@ -21,6 +22,21 @@ def disable_telemetry() -> None:
     """MLflow resolves a telemetry host unless told not to; ``=1`` is not honoured, ``true`` is (STACK.md)."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("DO_NOT_TRACK", "true")
+
+
+def import_mlflow() -> Any:
+    """``mlflow`` with telemetry off and its INFO chatter silenced.
+
+    A fresh SQLite store logs two INFO lines per creation ("Creating initial MLflow database tables...")
+    to stderr, which would bury our own one-line messages. Warnings still show; a user who sets
+    ``MLFLOW_LOGGING_LEVEL`` keeps their choice.
+    """
+    disable_telemetry()
+    import mlflow
+
+    if not os.environ.get("MLFLOW_LOGGING_LEVEL"):
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
+    return mlflow
 
 
 def default_uri(run_dir: Path) -> str:
@@ -43,9 +59,7 @@ class Tracker:
     """One MLflow experiment for a run folder; stage runs nest under an optional parent run."""
 
     def __init__(self, run_dir: Path, uri: str = "", experiment: str = "surrogate") -> None:
-        disable_telemetry()
-        import mlflow
-
+        mlflow = import_mlflow()
         self.run_dir = run_dir
         self.uri = uri or default_uri(run_dir)
         self._mlflow = mlflow
@@ -132,9 +146,7 @@ class StageRun:
 
 def download_model(uri: str, dst: Path, tracking_uri: str) -> Path:
     """Fetch a logged generator (``runs:/<id>/model``) into ``dst``; returns the generator file."""
-    disable_telemetry()
-    import mlflow
-
+    mlflow = import_mlflow()
     mlflow.set_tracking_uri(tracking_uri)
     try:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst)))

@@ -115,8 +115,11 @@ def test_console_script_error_has_no_traceback(tmp_path: Path) -> None:
                            "--set", "validate.reference=/nonexistent/ref.h5"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
+    # Without --quiet too, the error is the only line: no MLflow store chatter, no progress bar.
+    assert proc.stderr.strip().count("\n") == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     assert "/nonexistent/gen.h5: no such file" in proc.stderr
+    assert not (tmp_path / "r").exists()
 
 
 def test_schema_constants_match_dataset2() -> None:

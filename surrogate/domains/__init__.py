@@ -24,4 +24,4 @@ def get_domain(name: str) -> Domain:
     if name not in available():
         raise ConfigError(f"domain: unknown domain {name!r} (available: {', '.join(available())})")
     module = importlib.import_module(f"surrogate.domains.{name}")
-    return module.DOMAIN  # type: ignore[no-any-return]
+    return module.DOMAIN

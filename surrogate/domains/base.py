@@ -50,6 +50,13 @@ class Domain(Protocol):
     def simulate(self, cfg: Any, out_path: Path, *, progress: bool = True) -> dict[str, float]:
         """Run the reference simulator, write ``out_path`` in the domain's layout, return summary numbers."""
 
+    def check_file(self, path: str | Path) -> int:
+        """Check a file's layout (names, shapes, dtypes) without reading its values; return its event count.
+
+        Stages call this on every input before they create outputs or tracking runs, so a wrong file
+        fails in a second with one line instead of after a tracking store was made.
+        """
+
     def open_lazy(self, paths: tuple[str, ...], chunk_events: int) -> LazyEvents:
         """Schema-checked lazy view of files in the domain's layout (values are checked by check_values)."""
 

@@ -53,6 +53,9 @@ class SimulateConfig:
             raise ConfigError("simulate.sampling_fraction: expected 0 (measure) or a fraction below 1")
 
 
+Geant4Settings = SimulateConfig  # the module-level name, for annotations inside Calorimeter
+
+
 class Calorimeter:
     name = "calorimeter"
     SimulateConfig = SimulateConfig
@@ -69,12 +72,15 @@ class Calorimeter:
         self.n_cond = 1
 
     # ---- reference simulator -------------------------------------------------------------------
-    def simulate(self, cfg: SimulateConfig, out_path: Path, *, progress: bool = True) -> dict[str, float]:
+    def simulate(self, cfg: Geant4Settings, out_path: Path, *, progress: bool = True) -> dict[str, float]:
         from surrogate.simulators.geant4_calo import simulate
 
         return simulate(cfg, out_path, self.geometry, progress=progress)
 
     # ---- data layout ----------------------------------------------------------------------------
+    def check_file(self, path: str | Path) -> int:
+        return schema.check_file(path, self.geometry)
+
     def open_lazy(self, paths: tuple[str, ...], chunk_events: int) -> LazyEvents:
         import dask.array as da
 
@@ -90,17 +96,20 @@ class Calorimeter:
         return LazyEvents(data=data.astype(np.float32), cond=cond.astype(np.float32), sources=tuple(paths))
 
     def check_values(self, events: LazyEvents) -> Any:
-        return events.data.map_blocks(schema.bad_value_counts, events.cond, dtype=np.int64,
-                                      chunks=((1,) * events.data.numblocks[0], (3,)))
+        import dask.array as da
+
+        return da.map_blocks(schema.bad_value_counts, events.data, events.cond, dtype=np.int64,
+                             chunks=((1,) * events.data.numblocks[0], (3,)))
 
     def raise_bad_values(self, result: np.ndarray, events: LazyEvents) -> None:
         offsets = np.cumsum((0,) + events.data.chunks[0])
-        for block, (first, n_nonfinite, n_negative) in enumerate(result):
+        for block, (first, n_nonfinite, _n_negative) in enumerate(result):
             if first >= 0:
                 index = int(offsets[block] + first)
                 what = "NaN or inf" if n_nonfinite else "negative (or zero incident) energies"
                 raise InputError(_source_of(index, events), f"{schema.SHOWERS}/{schema.INCIDENT}",
-                                 f"{what} (first at event {index} of the inputs); expected finite energies >= 0 MeV")
+                                 f"{what} (first at event {index} of the inputs); "
+                                 "expected finite energies >= 0 MeV")
 
     def write_events(self, path: Path, chunks: Iterable[tuple[np.ndarray, np.ndarray]], n_events: int,
                      attrs: Mapping[str, Any]) -> None:
