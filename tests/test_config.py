@@ -55,11 +55,11 @@ def test_bad_values_name_the_key(override: str, message: str) -> None:
 def test_file_errors_name_the_file(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("train:\n  steps: [1\n")
-    with pytest.raises(ConfigError, match="bad.yaml: line [23] not valid YAML"):
+    with pytest.raises(ConfigError, match=r"bad\.yaml: line [23] not valid YAML"):
         load_config(bad)
     listy = tmp_path / "list.yaml"
     listy.write_text("- 1\n- 2\n")
-    with pytest.raises(ConfigError, match="list.yaml: expected a mapping"):
+    with pytest.raises(ConfigError, match=r"list\.yaml: expected a mapping"):
         load_config(listy)
     unknown = tmp_path / "unknown.yaml"
     unknown.write_text("train:\n  hidden: 3\n")

@@ -44,7 +44,7 @@ def test_failed_stage_is_tagged(run_dir: Path) -> None:
 
 
 def test_unreachable_server_fails_fast_in_one_line(tmp_path: Path) -> None:
-    with pytest.raises(SurrogateError, match="tracking: cannot reach MLflow tracking server http://127.0.0.1:9"):
+    with pytest.raises(SurrogateError, match=r"tracking: cannot reach MLflow tracking server http://127\.0\.0\.1:9"):
         Tracker(tmp_path, uri="http://127.0.0.1:9")
 
 
