@@ -33,9 +33,11 @@ STD_FLOOR = 1e-3
 # order independent, so the fitted transform is bit-identical for any chunking and any dask scheduler.
 _FIXED_POINT = np.float32(2.0**20)
 _SLAB = 256  # events per step of the statistics (temporaries of 256 x 6480 float32 = 6.6 MB)
-# exp() of float32 overflows above ~88.7: generated values are capped below it, keeping an untrained
-# generator's output finite. Real showers never come near: the cap is a voxel of e^80 EPS ~ 5e26 E_inc.
-_S_MAX = np.float32(80.0)
+# Generated voxels are capped at the largest s the fit saw in that voxel (``s_max``): in log space a
+# generator's error of a few e-folds in one hot voxel is a factor of e^k in energy, and a handful of such
+# voxels made an under-trained generator's E_tot/E_inc average 7 with a spread of 29 (real showers:
+# 1.00 +- 0.08). Transforms saved before s_max existed fall back to the physical bound E_voxel <= E_inc,
+# s = log(1/EPS + 1) ~ 18.4, which also keeps exp() far from float32 overflow.
 
 
 class Transform(Protocol):
@@ -90,17 +92,20 @@ def _log_ratio(data: np.ndarray, cond: np.ndarray, eps: float) -> np.ndarray:
 
 
 def _block_sums(data: np.ndarray, cond: np.ndarray, eps: float) -> np.ndarray:
-    """Fixed-point [sum s, sum s^2] over the events of one block: (1, 2 n_features) float64 of integers.
+    """Fixed-point [sum s, sum s^2] and [max s] over one block's events: (1, 3 n_features) float64.
+
+    The sums are integers (fixed point); the maxima are exact float32 values, order independent too.
 
     Each partial sum is an integer below 2**53 (s <= 32 allows 8M events per block), hence exact.
     Invalid values (NaN, negative energies) give garbage here without warnings: the domain's value check,
     computed in the same pass, rejects such inputs before the fit is used. Slabs of _SLAB events keep
     the temporaries small (a few MB) next to the block itself.
     """
-    sums = np.zeros((2, data.shape[1]), dtype=np.float64)
+    sums = np.zeros((3, data.shape[1]), dtype=np.float64)
     with np.errstate(all="ignore"):
         for start in range(0, len(data), _SLAB):
             s = _log_ratio(data[start:start + _SLAB], cond[start:start + _SLAB], eps)
+            np.maximum(sums[2], s.max(axis=0), out=sums[2])
             q = np.rint(s * _FIXED_POINT)
             sums[0] += q.sum(axis=0, dtype=np.float64)
             np.multiply(s, s, out=q)
@@ -115,19 +120,25 @@ class LogRatioTransform:
 
     data: (N, n_voxels) voxel energies in MeV; cond: (N, 1) incident energy in MeV.
     x = (u - mean) / std per voxel; c = 2 (ln E_inc - ln E_min) / (ln E_max - ln E_min) - 1.
-    ``inverse`` undoes both, clips at 0 and zeroes voxels below ``threshold_mev`` (the readout threshold),
-    so generated showers look like recorded ones.
+    ``inverse`` undoes both, keeps each voxel within [0, the largest E / E_inc the fit saw there] and zeroes
+    voxels below ``threshold_mev`` (the readout threshold), so generated showers look like recorded ones.
     """
 
     name = "log_ratio"
 
     def __init__(self, mean: np.ndarray, std: np.ndarray, e_min_mev: float, e_max_mev: float,
-                 threshold_mev: float, eps: float = EPS) -> None:
-        """``mean``/``std`` (n_voxels,) of log(E / E_inc + eps) - log(eps), in e-folds; energies in MeV."""
+                 threshold_mev: float, eps: float = EPS, s_max: np.ndarray | None = None) -> None:
+        """``mean``/``std``/``s_max`` (n_voxels,) of s = log(E / E_inc + eps) - log(eps), in e-folds;
+        energies in MeV. ``s_max`` None = the physical bound E_voxel <= E_inc in every voxel."""
         self.mean = np.asarray(mean, dtype=np.float32)
         self.std = np.asarray(std, dtype=np.float32)
         if self.mean.shape != self.std.shape or self.mean.ndim != 1:
             raise ValueError(f"mean {self.mean.shape} and std {self.std.shape} must be equal 1-D shapes")
+        bound = np.float32(np.log(1.0 / eps + 1.0))
+        self.s_max = (np.full_like(self.mean, bound) if s_max is None
+                      else np.asarray(s_max, dtype=np.float32))
+        if self.s_max.shape != self.mean.shape:
+            raise ValueError(f"s_max {self.s_max.shape} must have the shape of mean {self.mean.shape}")
         self.e_min_mev = float(e_min_mev)
         self.e_max_mev = float(e_max_mev)
         self.threshold_mev = float(threshold_mev)
@@ -181,14 +192,15 @@ class LogRatioTransform:
     def inverse(self, x: np.ndarray, cond: np.ndarray) -> np.ndarray:
         """x (N, n_voxels) model space, cond (N, 1) MeV -> voxel energies (N, n_voxels) float32 MeV.
 
-        Negative values are clipped to 0 and voxels below the readout threshold set to 0.
+        Each voxel is kept within [0, its largest fitted value] and voxels below the readout threshold are
+        set to 0.
         """
         if x.ndim != 2 or x.shape[1] != self.n_features:
             raise ValueError(f"x shape {x.shape}, expected (N, {self.n_features})")
-        with np.errstate(over="ignore"):  # an overflow to inf is capped at _S_MAX just below
+        with np.errstate(over="ignore", invalid="ignore"):  # inf is capped at s_max just below
             s = np.asarray(x, dtype=np.float32) * self.std
             s += self.mean
-        np.minimum(s, _S_MAX, out=s)
+        np.minimum(s, self.s_max, out=s)
         np.exp(s, out=s)
         s -= np.float32(1.0)
         s *= np.asarray(cond, dtype=np.float32).reshape(len(x), 1) * np.float32(self.eps)
@@ -208,12 +220,15 @@ class LogRatioTransform:
             "n_features": self.n_features,
             "mean": [float(v) for v in self.mean],
             "std": [float(v) for v in self.std],
+            "s_max": [float(v) for v in self.s_max],
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LogRatioTransform:
+        s_max = d.get("s_max")  # absent in transforms written before it existed
         t = cls(mean=np.asarray(d["mean"]), std=np.asarray(d["std"]), e_min_mev=d["e_min_mev"],
-                e_max_mev=d["e_max_mev"], threshold_mev=d["threshold_mev"], eps=d["eps"])
+                e_max_mev=d["e_max_mev"], threshold_mev=d["threshold_mev"], eps=d["eps"],
+                s_max=None if s_max is None else np.asarray(s_max))
         if t.n_features != int(d["n_features"]):
             raise ValueError(f"{t.n_features} means for n_features = {d['n_features']}")
         return t
@@ -230,20 +245,24 @@ class _LogRatioFit:
         self._threshold = threshold
         self._cond = cond
         self._sums = data.map_blocks(_block_sums, cond, eps=EPS, dtype=np.float64,
-                                     chunks=((1,) * self.n_blocks, (2 * n_features,)),
+                                     chunks=((1,) * self.n_blocks, (3 * n_features,)),
                                      meta=np.empty((0, 0), dtype=np.float64))
         self._total = np.zeros(2 * n_features, dtype=np.int64)
+        self._s_max = np.zeros(n_features, dtype=np.float64)
         self._n = 0
         self._e_min = np.inf
         self._e_max = -np.inf
 
     def blocks(self, start: int, stop: int) -> tuple[Any, Any]:
-        """(sums (stop - start, 2 n_voxels), cond (events of those blocks, 1)) as dask arrays."""
+        """(statistics (stop - start, 3 n_voxels), cond (events of those blocks, 1)) as dask arrays."""
         return self._sums.blocks[start:stop], self._cond.blocks[start:stop]
 
     def update(self, computed: tuple[np.ndarray, np.ndarray]) -> None:
         sums, cond = computed
-        self._total += sums.astype(np.int64).sum(axis=0)
+        n_features = len(self._s_max)
+        self._total += sums[:, :2 * n_features].astype(np.int64).sum(axis=0)
+        if len(sums):
+            np.maximum(self._s_max, sums[:, 2 * n_features:].max(axis=0), out=self._s_max)
         self._n += len(cond)
         if len(cond):
             self._e_min = min(self._e_min, float(cond.min()))
@@ -259,7 +278,7 @@ class _LogRatioFit:
         # var can dip below 0 by rounding for a constant voxel; the floor keeps x finite (no 0/0).
         std = np.maximum(np.sqrt(np.maximum(var, 0.0)), STD_FLOOR)
         return LogRatioTransform(mean=mean, std=std, e_min_mev=self._e_min, e_max_mev=self._e_max,
-                                 threshold_mev=self._threshold)
+                                 threshold_mev=self._threshold, s_max=self._s_max)
 
 
 TRANSFORMS: dict[str, Callable[[dict[str, Any]], Transform]] = {

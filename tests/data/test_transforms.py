@@ -51,6 +51,30 @@ def test_fit_matches_float64_moments_of_log_ratio(
     assert fitted.e_min_mev == float(e_inc.min()) and fitted.e_max_mev == float(e_inc.max())
 
 
+def test_fit_records_each_voxels_largest_value_and_inverse_keeps_within_it(
+        fitted: LogRatioTransform, showers_600: tuple[np.ndarray, np.ndarray]) -> None:
+    data, e_inc = showers_600
+    u = np.log(data.astype(np.float64) / e_inc + EPS) - np.log(EPS)
+    np.testing.assert_allclose(fitted.s_max, u.max(axis=0), rtol=1e-6, atol=1e-6)
+    # a generator that puts 5 standard deviations too much into every voxel
+    x, _ = fitted.forward(data, e_inc)
+    back = fitted.inverse(x + 5.0, e_inc)
+    largest_fraction = (data / e_inc).max(axis=0)
+    assert np.all(back / e_inc <= largest_fraction * (1 + 1e-5) + 1e-12)
+    hot = int(np.argmax(data.sum(axis=0)))  # the cap is reached, not merely respected
+    assert (back[:, hot] / e_inc[:, 0]).max() == pytest.approx(largest_fraction[hot], rel=1e-5)
+
+
+def test_transform_saved_without_s_max_bounds_each_voxel_by_the_incident_energy(
+        fitted: LogRatioTransform) -> None:
+    old = fitted.to_dict()
+    del old["s_max"]
+    t = transform_from_dict(old)
+    e_inc = np.full((1, 1), 1000.0, dtype=np.float32)
+    back = t.inverse(np.full((1, t.n_features), 1e6, dtype=np.float32), e_inc)
+    np.testing.assert_allclose(back, 1000.0, rtol=1e-5)
+
+
 def test_forward_standardises_each_voxel_and_constant_voxels_give_zero(
         fitted: LogRatioTransform, showers_600: tuple[np.ndarray, np.ndarray]) -> None:
     data, e_inc = showers_600
