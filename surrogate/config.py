@@ -60,6 +60,7 @@ class TrainConfig:
     hidden_g: int = 512  # width of the generator's hidden layers
     hidden_d: int = 512  # width of the discriminator's hidden layers
     layer_norm: bool = True  # LayerNorm after the generator's hidden layers
+    physics_critic: bool = True  # critic also sees the domain's energy sums (calorimeter: per layer, total)
     batch_size: int = 128  # events per optimiser step
     steps: int = 2000  # generator updates in total
     n_critic: int = 1  # discriminator updates per generator update

@@ -67,7 +67,8 @@ def stage_dir(run_dir: Path, stage: str) -> Iterator[Path]:
         raise
 
 
-def _tracker(cfg: Config, run_dir: Path) -> Any:
+def open_tracker(cfg: Config, run_dir: Path) -> Any:
+    """The MLflow tracker of a run folder (``cfg.tracking.uri``, else the folder's own SQLite store)."""
     from surrogate.tracking import Tracker
 
     return Tracker(run_dir, cfg.tracking.uri, cfg.tracking.experiment or f"surrogate-{cfg.domain}")
@@ -86,7 +87,7 @@ def _default_input(explicit: str, default: Path, what: str, how: str) -> Path:
 
 def run_simulate(cfg: Config, run_dir: Path, *, tracker: Any = None, progress: bool = True) -> StageResult:
     domain = get_domain(cfg.domain)
-    tracker = tracker or _tracker(cfg, run_dir)
+    tracker = tracker or open_tracker(cfg, run_dir)
     t0 = time.perf_counter()
     with stage_dir(run_dir, "simulate") as out, tracker.run("simulate") as mlrun:
         mlrun.log_params({"domain": cfg.domain, "simulate": config_to_dict(cfg.simulate)})
@@ -107,7 +108,7 @@ def run_prepare(cfg: Config, run_dir: Path, *, tracker: Any = None, progress: bo
         "run `surrogate simulate` into this --out first, or set prepare.inputs")),)
     for path in inputs:  # layout errors surface before any output or tracking run exists
         domain.check_file(path)
-    tracker = tracker or _tracker(cfg, run_dir)
+    tracker = tracker or open_tracker(cfg, run_dir)
     t0 = time.perf_counter()
     with stage_dir(run_dir, "prepare") as out, tracker.run("prepare") as mlrun:
         mlrun.log_params({"domain": cfg.domain, "prepare": config_to_dict(cfg.prepare)})
@@ -147,7 +148,7 @@ def run_train(cfg: Config, run_dir: Path, *, tracker: Any = None, progress: bool
                                "run `surrogate prepare` into this --out first")
     if not (store_dir / "store.h5").exists():
         raise SurrogateError(f"train: {store_dir / 'store.h5'} does not exist (run `surrogate prepare` first)")
-    tracker = tracker or _tracker(cfg, run_dir)
+    tracker = tracker or open_tracker(cfg, run_dir)
     t0 = time.perf_counter()
     with stage_dir(run_dir, "train") as out, tracker.run("train") as mlrun:
         mlrun.log_params({"domain": cfg.domain, "train": config_to_dict(cfg.train)})
@@ -192,7 +193,7 @@ def run_generate(cfg: Config, run_dir: Path, *, tracker: Any = None, progress: b
         if gcfg.n_events > n_available:
             raise SurrogateError(f"generate.n_events: {gcfg.n_events} requested but {cond_path} "
                                  f"holds {n_available} conditions")
-    tracker = tracker or _tracker(cfg, run_dir)
+    tracker = tracker or open_tracker(cfg, run_dir)
     t0 = time.perf_counter()
     with stage_dir(run_dir, "generate") as out, tracker.run("generate") as mlrun:
         mlrun.log_params({"domain": cfg.domain, "generate": config_to_dict(gcfg)})
@@ -242,7 +243,7 @@ def run_validate(cfg: Config, run_dir: Path, *, tracker: Any = None, progress: b
                          "validate.reference", "run `surrogate prepare` first or set it")
     for path in (gen, ref):
         domain.check_file(path)
-    tracker = tracker or _tracker(cfg, run_dir)
+    tracker = tracker or open_tracker(cfg, run_dir)
     t0 = time.perf_counter()
     with stage_dir(run_dir, "validate") as out, tracker.run("validate") as mlrun:
         mlrun.log_params({"domain": cfg.domain, "validate": config_to_dict(cfg.validate),
@@ -265,7 +266,7 @@ RUNNERS = {"simulate": run_simulate, "prepare": run_prepare, "train": run_train,
 def run_all(cfg: Config, run_dir: Path, *, progress: bool = True,
             stages: tuple[str, ...] = STAGES) -> list[StageResult]:
     """Every stage in order into one run folder, as nested MLflow runs under one parent run."""
-    tracker = _tracker(cfg, run_dir)
+    tracker = open_tracker(cfg, run_dir)
     results: list[StageResult] = []
     with tracker.run(f"run-{run_dir.name}", tags={"surrogate.run_dir": str(run_dir)}) as parent:
         parent.log_params({"domain": cfg.domain})

@@ -32,6 +32,7 @@ class ModelSpec:
     hidden_g: int  # generator width
     hidden_d: int  # discriminator width
     layer_norm: bool = True  # LayerNorm after the generator's hidden layers
+    feature_groups: int = 0  # critic also sees the log energy of this many contiguous voxel groups; 0 = off
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -55,12 +56,14 @@ def available() -> list[str]:
 
 
 def build_models(name: str, *, n_features: int, n_cond: int, latent_dim: int, hidden_g: int,
-                 hidden_d: int, layer_norm: bool = True,
+                 hidden_d: int, layer_norm: bool = True, feature_groups: int = 0,
+                 transform: dict[str, Any] | None = None,
                  generator: Generator | None = None) -> tuple[nn.Module, nn.Module]:
     """Build ``(G, D)`` of the registered model ``name``, initialised from ``generator``.
 
     ``generator`` (a CPU ``torch.Generator``) makes initialisation reproducible without the global RNG;
-    None means a generator seeded with 0.
+    None means a generator seeded with 0. ``transform`` (the fitted transform's dict) is what a critic
+    with ``feature_groups`` computes its energy sums through; a rebuild from a checkpoint needs none.
     """
     import torch
 
@@ -69,11 +72,16 @@ def build_models(name: str, *, n_features: int, n_cond: int, latent_dim: int, hi
         raise ConfigError(f"train.model: unknown model {name!r} (available: {', '.join(sorted(registry))})")
     if generator is None:
         generator = torch.Generator().manual_seed(0)
+    extra: dict[str, Any] = {}
+    if feature_groups:  # only builders that take group energies are asked for them
+        extra = {"feature_groups": feature_groups, "transform": transform}
     return registry[name](n_features=n_features, n_cond=n_cond, latent_dim=latent_dim, hidden_g=hidden_g,
-                          hidden_d=hidden_d, layer_norm=layer_norm, generator=generator)
+                          hidden_d=hidden_d, layer_norm=layer_norm, generator=generator, **extra)
 
 
-def build_from_spec(spec: ModelSpec, generator: Generator | None = None) -> tuple[nn.Module, nn.Module]:
+def build_from_spec(spec: ModelSpec, generator: Generator | None = None, *,
+                    transform: dict[str, Any] | None = None) -> tuple[nn.Module, nn.Module]:
     return build_models(spec.name, n_features=spec.n_features, n_cond=spec.n_cond,
                         latent_dim=spec.latent_dim, hidden_g=spec.hidden_g, hidden_d=spec.hidden_d,
-                        layer_norm=spec.layer_norm, generator=generator)
+                        layer_norm=spec.layer_norm, feature_groups=spec.feature_groups, transform=transform,
+                        generator=generator)

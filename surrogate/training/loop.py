@@ -150,20 +150,28 @@ def read_transform_dict(store_dir: Path) -> dict[str, Any]:
 
 
 def model_spec(cfg: Config, n_features: int, n_cond: int) -> ModelSpec:
-    name = cfg.train.model
-    if not name:
-        from surrogate.domains import get_domain
+    from surrogate.domains import get_domain
 
-        name = get_domain(cfg.domain).default_model
+    domain = get_domain(cfg.domain)
     t = cfg.train
-    return ModelSpec(name=name, n_features=n_features, n_cond=n_cond, latent_dim=t.latent_dim,
-                     hidden_g=t.hidden_g, hidden_d=t.hidden_d, layer_norm=t.layer_norm)
+    groups = domain.critic_feature_groups if t.physics_critic else 0
+    if groups and n_features % groups:
+        raise SurrogateError(f"train.physics_critic: the store's {n_features} features do not split into the "
+                             f"{cfg.domain} domain's {groups} groups; set train.physics_critic=false")
+    return ModelSpec(name=t.model or domain.default_model, n_features=n_features, n_cond=n_cond,
+                     latent_dim=t.latent_dim, hidden_g=t.hidden_g, hidden_d=t.hidden_d, layer_norm=t.layer_norm,
+                     feature_groups=groups)
 
 
-def new_state(cfg: Config, spec: ModelSpec, device: torch.device, rank: int) -> TrainState:
-    """Freshly initialised state; initialisation is identical on every rank, latents differ per rank."""
+def new_state(cfg: Config, spec: ModelSpec, device: torch.device, rank: int,
+              transform: dict[str, Any] | None = None) -> TrainState:
+    """Freshly initialised state; initialisation is identical on every rank, latents differ per rank.
+
+    ``transform`` (the store's fitted transform) is what a critic with group energies computes through.
+    """
     t = cfg.train
-    generator, discriminator = build_from_spec(spec, torch.Generator().manual_seed(_seed(t.seed, 0)))
+    generator, discriminator = build_from_spec(spec, torch.Generator().manual_seed(_seed(t.seed, 0)),
+                                               transform=transform)
     generator.to(device)
     discriminator.to(device)
     ema = EMA(generator, t.ema_decay)
@@ -318,7 +326,7 @@ def _run(cfg: Config, store_dir: Path, out_dir: Path, info: distributed.DistInfo
     store = store_identity(store_dir)
     transform_dict = read_transform_dict(store_dir)
     spec = model_spec(cfg, store["n_features"], store["n_cond"])
-    state = new_state(cfg, spec, device, info.rank)
+    state = new_state(cfg, spec, device, info.rank, transform_dict)
     if t.resume:
         ckpt = load_checkpoint(t.resume)  # CPU: RNG states must stay CPU tensors; modules copy to device
         check_resumable(ckpt, t.resume, cfg, store, transform_dict, info.world_size)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -29,6 +30,35 @@ def test_calo_mlp_shapes_and_size() -> None:
     assert sum(p.numel() for p in d.parameters()) == n_d
     # WGAN-GP's per-sample penalty forbids batch statistics in the critic
     assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in d.modules())
+
+
+def test_critic_group_energies_are_the_layer_sums_of_the_physical_shower() -> None:
+    """GroupEnergies inverts the fitted transform: log(E_layer / E_inc + floor) and log(E_tot / E_inc + floor)."""
+    from surrogate.data.transforms import LogRatioTransform
+    from surrogate.models.calo_mlp import GroupEnergies
+
+    rng = np.random.default_rng(0)
+    e_inc = np.exp(rng.uniform(np.log(1e3), np.log(1e4), size=(64, 1))).astype(np.float32)
+    showers = (rng.exponential(1.0, size=(64, 6480)) * (rng.random((64, 6480)) < 0.1) * e_inc / 500)
+    showers = showers.astype(np.float32)
+    showers[:, 40 * 144:] = 0.0  # the last five layers empty
+    t = LogRatioTransform.fit(showers, e_inc, threshold=15.15e-3)
+    x, c = t.forward(showers, e_inc)
+    groups = GroupEnergies(6480, 45)
+    groups.load_transform(t.to_dict())
+    got = groups(torch.from_numpy(x)).double().numpy()
+    floor = 15.15e-3 / float(e_inc.max())
+    layers = showers.astype(np.float64).reshape(64, 45, 144).sum(axis=2) / e_inc
+    expected = np.log(np.concatenate([layers, layers.sum(axis=1, keepdims=True)], axis=1) + floor)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=2e-4)
+    assert np.all(got[:, 40:45] == np.float32(np.log(floor)))  # empty layers sit at the floor
+    # a critic with the sums takes 46 more inputs and passes gradients through them to x
+    _, d = build_models("calo_mlp", n_features=6480, n_cond=1, latent_dim=8, hidden_g=16, hidden_d=16,
+                        feature_groups=45, transform=t.to_dict())
+    assert d.net[0].in_features == 6480 + 1 + 46
+    xt = torch.from_numpy(x[:4]).requires_grad_(True)
+    d(xt, torch.from_numpy(c[:4])).sum().backward()
+    assert xt.grad is not None and torch.isfinite(xt.grad).all()
 
 
 def test_layer_norm_is_optional() -> None:

@@ -90,6 +90,28 @@ def test_resume_is_bit_identical(store: Path, tmp_path: Path) -> None:
     assert [h["step"] for h in b["history"]] == [5, 8, 10, 15, 16]
 
 
+def test_physics_critic_sees_layer_energies_and_resumes_exactly(tmp_path: Path) -> None:
+    """90 features = 45 "layers" of 2: the critic carries the store's transform and resumes bit for bit."""
+    store = write_store(tmp_path / "prepare", n_features=90)
+    cfg = {"n_critic": 2, "physics_critic": True}
+    straight = train(tiny_config(steps=8, checkpoint_every=100, **cfg), store, tmp_path / "a", progress=False)
+    half = train(tiny_config(steps=4, checkpoint_every=100, **cfg), store, tmp_path / "b", progress=False)
+    resumed = train(tiny_config(steps=8, checkpoint_every=100, resume=str(half.checkpoint), **cfg), store,
+                    tmp_path / "b", progress=False)
+    a, b = load_checkpoint(straight.checkpoint), load_checkpoint(resumed.checkpoint)
+    for key in ("G", "D", "G_ema", "opt_d", "rng"):
+        _assert_same_tensors(a[key], b[key], key)
+    assert a["model_spec"]["feature_groups"] == 45
+    transform = load_transform(store / "transform.json")
+    np.testing.assert_array_equal(a["D"]["groups.mean"].numpy(), transform.mean)
+    np.testing.assert_array_equal(a["D"]["groups.s_max"].numpy(), transform.s_max)
+    assert float(a["D"]["groups.floor"]) == pytest.approx(transform.threshold_mev / transform.e_max_mev)
+    # the synthetic 8-feature store has no layers: a clear error, not a silently different critic
+    with pytest.raises(SurrogateError, match=r"8 features do not split into the calorimeter domain's 45"):
+        train(tiny_config(steps=2, physics_critic=True), write_store(tmp_path / "eight"), tmp_path / "c",
+              progress=False)
+
+
 def test_resume_refuses_changed_config(store: Path, tmp_path: Path) -> None:
     half = train(tiny_config(steps=4), store, tmp_path / "a", progress=False)
     with pytest.raises(SurrogateError, match=r"train\.lr_d=0\.0001.*0\.0002"):

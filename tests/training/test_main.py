@@ -6,8 +6,9 @@ import pytest
 
 from surrogate.training.__main__ import main
 
-TINY = ["--set", "train.hidden_g=16", "--set", "train.hidden_d=16", "--set", "train.batch_size=32",
-        "--set", "train.latent_dim=4", "--set", "train.validate_every=0", "--no-progress"]
+TINY = ["--set", "train.physics_critic=false", "--set", "train.hidden_g=16", "--set", "train.hidden_d=16",
+        "--set", "train.batch_size=32", "--set", "train.latent_dim=4", "--set", "train.validate_every=0",
+        "--no-progress"]
 
 
 def test_module_entry_trains_and_refuses_a_changed_resume(store: Path, tmp_path: Path,

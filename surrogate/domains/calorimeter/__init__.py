@@ -70,6 +70,8 @@ class Calorimeter:
         self.geometry = schema.dataset2_geometry()
         self.n_features = self.geometry.n_voxels
         self.n_cond = 1
+        # voxels are (layer, alpha, r) with layer slowest: the contiguous groups are the layers
+        self.critic_feature_groups = self.geometry.n_layers
 
     # ---- reference simulator -------------------------------------------------------------------
     def simulate(self, cfg: Geant4Settings, out_path: Path, *, progress: bool = True) -> dict[str, float]:
