@@ -19,8 +19,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+# `surrogate run` exits 1 for a FAIL verdict: the run completed and its report says why, so the
+# quickstart succeeds; a bad input or a crash (exit 2 or more) still fails it.
 quickstart: $(STAMP)
-	$(BIN)/surrogate run configs/calorimeter/quickstart.yaml
+	$(BIN)/surrogate run configs/calorimeter/quickstart.yaml || [ $$? -eq 1 ]
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

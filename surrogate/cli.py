@@ -93,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.command}: {result.out_dir} ({result.seconds:.1f} s)")
         if result.passed is not None:
             print(f"verdict: {'PASS' if result.passed else 'FAIL'}; report: {result.outputs['report']}")
+            for failure in result.failures:
+                print(f"  {failure}")
             return 0 if result.passed else 1
         return 0
     except SurrogateError as exc:
@@ -145,6 +147,8 @@ def _run_all(cfg: Config, run_dir: Path, *, progress: bool) -> int:
     keys = ("auc_low_level", "auc_high_level", "fpd_x1e3", "kpd_x1e3", "mean_separation_power")
     print("validation: " + ", ".join(f"{k}={metrics[k]:.4g}" for k in keys if k in metrics))
     print(f"verdict: {'PASS' if final.passed else 'FAIL'}")
+    for failure in final.failures:
+        print(f"  {failure}")
     print(f"report: {final.outputs['report']}")
     uri = cfg.tracking.uri
     if not uri:

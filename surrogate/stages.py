@@ -43,6 +43,7 @@ class StageResult:
     outputs: dict[str, Path] = field(default_factory=dict)
     mlflow_run_id: str = ""
     passed: bool | None = None  # validation verdict; None for other stages
+    failures: tuple[str, ...] = ()  # validation: one line per threshold the metrics exceed
 
 
 _log = logging.getLogger("surrogate")
@@ -256,7 +257,8 @@ def run_validate(cfg: Config, run_dir: Path, *, tracker: Any = None, progress: b
                         "failures": "; ".join(report.failures) or "none"})
         mlrun.log_artifacts(out)
     return StageResult("validate", out, time.perf_counter() - t0, dict(report.metrics),
-                       {"report": Path(report.report_path)}, mlrun.run_id, report.passed)
+                       {"report": Path(report.report_path)}, mlrun.run_id, report.passed,
+                       tuple(report.failures))
 
 
 RUNNERS = {"simulate": run_simulate, "prepare": run_prepare, "train": run_train,
