@@ -22,6 +22,7 @@ store, out, steps, resume = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3
 cfg = tiny_config(steps=steps, n_critic=2, checkpoint_every=5, resume=resume)
 result, state = run_training(cfg, store, out, progress=False)
 rank = int(__import__("os").environ["RANK"])
+out.mkdir(parents=True, exist_ok=True)  # only rank 0 creates it, when it writes a checkpoint
 torch.save({"G": state.generator.state_dict(), "D": state.discriminator.state_dict(),
             "G_ema": state.ema.model.state_dict()}, out / f"rank{rank}.pt")
 """
