@@ -150,10 +150,9 @@ def _run_all(cfg: Config, run_dir: Path, *, progress: bool) -> int:
     for failure in final.failures:
         print(f"  {failure}")
     print(f"report: {final.outputs['report']}")
-    uri = cfg.tracking.uri
-    if not uri:
-        print(f"MLflow UI: mlflow ui --backend-store-uri sqlite:///{(run_dir / 'mlflow.db').resolve()} "
-              "--host 127.0.0.1 --port 5000   (then open http://127.0.0.1:5000)")
+    from surrogate.tracking import default_uri, ui_hint
+
+    print(f"MLflow UI: {ui_hint(cfg.tracking.uri or default_uri(run_dir))}")
     return 0 if final.passed else 1
 
 

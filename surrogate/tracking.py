@@ -11,6 +11,7 @@ import contextlib
 import logging
 import math
 import os
+import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -93,10 +94,16 @@ class Tracker:
                 mlflow.set_tag("surrogate.status", "failed")
                 raise
 
-    def ui_hint(self) -> str:
-        if self.uri.startswith("sqlite"):
-            return f"mlflow ui --backend-store-uri {self.uri} --host 127.0.0.1 --port 5000"
-        return f"open {self.uri}"
+
+
+def ui_hint(uri: str) -> str:
+    """How to look at a tracking store: the command that serves a local store, or the server's address."""
+    if not uri.startswith("sqlite"):
+        return f"open {uri}"
+    beside = Path(sys.executable).with_name("mlflow")  # the environment's own mlflow, not whatever is on PATH
+    exe = str(beside) if beside.exists() else "mlflow"
+    return (f"{exe} ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000   "
+            "(then open http://127.0.0.1:5000)")
 
 
 def _check_server(uri: str, timeout_s: float = 10.0) -> None:

@@ -50,3 +50,15 @@ def test_unreachable_server_fails_fast_in_one_line(tmp_path: Path) -> None:
 
 def test_flatten() -> None:
     assert flatten({"a": {"b": 1, "c": {"d": 2}}, "e": 3}) == {"a.b": 1, "a.c.d": 2, "e": 3}
+
+
+def test_ui_hint_serves_a_local_store_on_loopback_with_this_environments_mlflow() -> None:
+    import sys
+
+    from surrogate.tracking import ui_hint
+
+    hint = ui_hint("sqlite:////data/run/mlflow.db")
+    exe = hint.split()[0]
+    assert Path(exe).parent == Path(sys.executable).parent and Path(exe).name == "mlflow"
+    assert "--backend-store-uri sqlite:////data/run/mlflow.db --host 127.0.0.1" in hint
+    assert ui_hint("http://tracking.example:5000") == "open http://tracking.example:5000"
