@@ -59,7 +59,8 @@ class GroupEnergies(nn.Module):
     forward(x: (B, n_features) model space) -> (B, n_groups + 1). Inverts the ``log_ratio`` transform
     (surrogate.data.transforms.LogRatioTransform) differentiably: s = min(x std + mean, s_max),
     E / E_inc = expm1(s) eps. Sums are floored at the smallest energy fraction the detector records,
-    readout threshold / highest incident energy, so an empty layer sits apart from any recorded one.
+    readout threshold / highest incident energy (at least eps), so an empty layer sits apart from any
+    recorded one.
     The transform's arrays are buffers: they travel in the critic's state_dict.
     """
 
@@ -87,7 +88,9 @@ class GroupEnergies(nn.Module):
         for name in ("mean", "std", "s_max"):
             getattr(self, name).copy_(torch.as_tensor(transform[name], dtype=torch.float32))
         self.eps.fill_(float(transform["eps"]))
-        self.floor.fill_(float(transform["threshold_mev"]) / float(transform["e_max_mev"]))
+        # with no readout threshold (0) the transform's own resolution, eps, keeps log() finite
+        floor = float(transform["threshold_mev"]) / float(transform["e_max_mev"])
+        self.floor.fill_(max(floor, float(transform["eps"])))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = torch.minimum(x.float() * self.std + self.mean, self.s_max)

@@ -59,6 +59,11 @@ def test_critic_group_energies_are_the_layer_sums_of_the_physical_shower() -> No
     xt = torch.from_numpy(x[:4]).requires_grad_(True)
     d(xt, torch.from_numpy(c[:4])).sum().backward()
     assert xt.grad is not None and torch.isfinite(xt.grad).all()
+    # without a readout threshold an empty layer still gives a finite feature (the floor is eps)
+    no_threshold = {**t.to_dict(), "threshold_mev": 0.0}
+    groups.load_transform(no_threshold)
+    assert torch.isfinite(groups(torch.from_numpy(x))).all()
+    assert float(groups.floor) == pytest.approx(t.eps)
 
 
 def test_layer_norm_is_optional() -> None:
