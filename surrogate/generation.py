@@ -12,8 +12,6 @@ from typing import Any
 
 import numpy as np
 
-from surrogate.errors import InputError
-
 EXPORT_FORMAT = "surrogate-generator-v1"
 
 
@@ -72,6 +70,7 @@ class Surrogate:
         import torch
 
         cond = np.asarray(cond, dtype=np.float32).reshape(-1, self.n_cond)
+        self.domain.check_conditions(cond, "conditions")
         gen = torch_generator
         if gen is None:
             gen = torch.Generator(device=self.device)
@@ -91,8 +90,7 @@ def read_conditions(domain: Any, path: str | Path) -> np.ndarray:
     """The physical conditions of a file in the domain's layout (small: (N, n_cond))."""
     events = domain.open_lazy((str(path),), 65536)
     cond = np.asarray(events.cond.compute(scheduler="synchronous"), dtype=np.float32)
-    if not np.isfinite(cond).all() or (cond <= 0).any():
-        raise InputError(path, "conditions", "non-finite or non-positive values; expected physical conditions > 0")
+    domain.check_conditions(cond, path)
     return cond
 
 

@@ -234,3 +234,23 @@ def test_mlflow_ui_shows_the_verdict_metrics_and_the_report(finished_run: tuple[
             assert report.locator("img").count() >= 3, "plots are embedded in the report"
         finally:
             browser.close()
+
+
+@pytest.mark.parametrize("energy", ["-5.0", "0.0", ".nan"])
+def test_unphysical_incident_energies_are_refused(finished_run: tuple[Path, str, int], tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str], energy: str) -> None:
+    import surrogate
+    from surrogate.errors import InputError
+
+    run_dir, uri, _ = finished_run
+    out = tmp_path / "gen"
+    code = main(["generate", str(QUICKSTART), "--quiet", "--out", str(out), "--tracking-uri", uri,
+                 "--set", f"generate.checkpoint={run_dir / 'train/generator.pt'}",
+                 "--set", f"generate.conditions=[{energy}]"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0
+    assert "generate.conditions: incident_energies" in err and "expected finite incident energies > 0 MeV" in err
+    assert not out.exists()
+    sim = surrogate.load(run_dir / "train/generator.pt", device="cpu")
+    with pytest.raises(InputError, match="at event 1"):
+        sim.generate(np.array([1000.0, float(energy.replace(".nan", "nan"))], dtype=np.float32))

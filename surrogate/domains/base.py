@@ -58,6 +58,9 @@ class Domain(Protocol):
         fails in a second with one line instead of after a tracking store was made.
         """
 
+    def check_conditions(self, cond: np.ndarray, where: str | Path) -> None:
+        """Raise an InputError naming ``where`` if a condition row (N, n_cond) is not physical."""
+
     def open_lazy(self, paths: tuple[str, ...], chunk_events: int) -> LazyEvents:
         """Schema-checked lazy view of files in the domain's layout (values are checked by check_values)."""
 

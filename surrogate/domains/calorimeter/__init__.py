@@ -83,6 +83,13 @@ class Calorimeter:
     def check_file(self, path: str | Path) -> int:
         return schema.check_file(path, self.geometry)
 
+    def check_conditions(self, cond: np.ndarray, where: str | Path) -> None:
+        bad = ~np.isfinite(cond) | (cond <= 0)
+        if bad.any():
+            first = int(np.argwhere(bad)[0, 0])
+            raise InputError(where, schema.INCIDENT, f"{float(np.ravel(cond)[first])} MeV at event {first}; "
+                             "expected finite incident energies > 0 MeV")
+
     def open_lazy(self, paths: tuple[str, ...], chunk_events: int) -> LazyEvents:
         import dask.array as da
 
