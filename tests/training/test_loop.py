@@ -105,7 +105,9 @@ def test_physics_critic_sees_layer_energies_and_resumes_exactly(tmp_path: Path) 
     transform = load_transform(store / "transform.json")
     np.testing.assert_array_equal(a["D"]["groups.mean"].numpy(), transform.mean)
     np.testing.assert_array_equal(a["D"]["groups.s_max"].numpy(), transform.s_max)
-    assert float(a["D"]["groups.floor"]) == pytest.approx(transform.threshold_mev / transform.e_max_mev)
+    # the synthetic store has no readout threshold: the floor is the transform's eps
+    assert transform.threshold_mev == 0.0
+    assert float(a["D"]["groups.floor"]) == pytest.approx(transform.eps)
     # the synthetic 8-feature store has no layers: a clear error, not a silently different critic
     with pytest.raises(SurrogateError, match=r"8 features do not split into the calorimeter domain's 45"):
         train(tiny_config(steps=2, physics_critic=True), write_store(tmp_path / "eight"), tmp_path / "c",
