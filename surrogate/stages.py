@@ -183,14 +183,14 @@ def run_generate(cfg: Config, run_dir: Path, *, tracker: Any = None, progress: b
                                    "generate.checkpoint", "run `surrogate train` first or set it")
         if not ckpt_path.is_file():
             raise InputError(ckpt_path, None, "no such checkpoint file (generate.checkpoint)")
-    cond_path: Path | None = None
+    cond_path: Path | None = None  # None: the conditions are gcfg.conditions
     if gcfg.conditions:
         if len(gcfg.conditions) % domain.n_cond:
             raise SurrogateError(f"generate.conditions: {len(gcfg.conditions)} values, expected a multiple of "
                                  f"{domain.n_cond} (one row of {domain.n_cond} per condition)")
         domain.check_conditions(np.asarray(gcfg.conditions, dtype=np.float32).reshape(-1, domain.n_cond),
                                 "generate.conditions")
-    if not gcfg.conditions:
+    else:
         cond_path = _default_input(gcfg.energies_from, run_dir / "prepare" / "reference_test.h5",
                                    "generate.energies_from", "set generate.conditions or energies_from")
         n_available = domain.check_file(cond_path)

@@ -95,7 +95,6 @@ class Tracker:
                 raise
 
 
-
 def ui_hint(uri: str) -> str:
     """How to look at a tracking store: the command that serves a local store, or the server's address."""
     if not uri.startswith("sqlite"):
