@@ -21,16 +21,19 @@ The model, per shower of incident energy E (y = E / Ec of the effective sampling
   (r in Moliere radii), with GFlash's forms for Rc(tau, E), Rt(tau, E), p(tau, E) including the
   sampling-calorimeter terms; tau = t / <t>_shower * abar/(abar-1), abar = exp(<ln alpha>) (GFlash's
   ComputeTau). f is truncated at the readout disc's radius, so energy is conserved within the voxels;
-- spots: a layer's energy is carried by Poisson(N_spot f_layer) spots (at least one) of equal energy,
-  N_spot = n1 (E/GeV)^n2 (GFlash: 93/0.11 (E/GeV)^0.876), each at a radius drawn from f(r) and an
-  azimuth uniform in [0, 2 pi), then binned into the (layer, alpha, r) voxels; voxels below the readout
-  threshold are zeroed.
+- spots: a layer's energy is carried by Poisson(N_spot f_layer) spots (at least one), N_spot =
+  n1 (E/GeV)^n2 (GFlash: 93/0.11 (E/GeV)^0.876), each at a radius drawn from f(r) and an azimuth uniform
+  in [0, 2 pi), then binned into the (layer, alpha, r) voxels; voxels below the readout threshold are
+  zeroed. GFlash gives every spot of a step the same energy; here spot energies may instead follow a
+  Gamma distribution (``Spots.shape``; 0 = GFlash's equal energies), scaled to the layer's energy: with
+  equal spots every shower's layer looks like the mean profile, wider than single Geant4 showers.
 
 :func:`fit` determines every parameter from reference showers in seconds: a Gamma fit (moments, with
 Sheppard's correction for the layer width) to each shower's longitudinal profile, least squares of the
 (ln T, ln alpha) means, widths and correlation against ln y; m and a, c from E_tot/E_inc in energy bins;
-one least-squares fit of the radial forms to the mean radial profiles in (tau, energy) cells; and n1, n2
-by matching the mean number of voxels above threshold per shower in energy bins.
+one least-squares fit of the radial forms to the mean radial profiles in (tau, energy) cells; n1, n2 by
+matching the mean number of voxels above threshold per shower in energy bins, and the spot-energy shape
+by matching the mean radial width of the layers (bisections on trial showers).
 """
 
 from __future__ import annotations
@@ -196,6 +199,7 @@ class Spots:
 
     n1: float
     n2: float
+    shape: float = 0.0  # spot energies within a layer ~ Gamma(shape); 0 = all equal (GFlash)
 
     def number(self, e_mev: np.ndarray) -> np.ndarray:
         return self.n1 * (np.asarray(e_mev) / GEV) ** self.n2
@@ -329,7 +333,8 @@ def sample_showers(params: GFlashParams, e_inc_mev: np.ndarray, rng: np.random.G
     if not (np.isfinite(e).all() and (e > 0).all()):
         raise ValueError("e_inc_mev: expected finite incident energies > 0 MeV")
     per_shower = float(np.mean(params.spots.number(e))) if len(e) else 1.0
-    block = max(1, int(max_spots / max(per_shower, 1.0)))
+    # Blocks bound the spot arrays and the float64 voxel sums (52 kB per shower; 1024 showers = 53 MB).
+    block = int(np.clip(max_spots / max(per_shower, 1.0), 1, 1024))
     parts = [_sample_block(params, e[i:i + block], rng, geometry, threshold_mev) for i in range(0, len(e), block)]
     if not parts:
         empty = np.zeros(0)
@@ -383,7 +388,12 @@ def _sample_block(p: GFlashParams, e: np.ndarray, rng: np.random.Generator, geom
     n_spots = rng.poisson(p.spots.number(e)[:, None] * frac)
     n_spots = np.where(layer > 0, np.maximum(n_spots, 1), 0)
     cell = np.repeat(np.arange(n * n_layers), n_spots.ravel())  # (shower, layer) of every spot
-    spot_energy = (layer / np.maximum(n_spots, 1)).ravel()[cell]
+    if p.spots.shape > 0:  # spot energies ~ Gamma(shape), scaled to the layer's energy
+        weight = rng.gamma(p.spots.shape, 1.0, len(cell))
+        total = np.bincount(cell, weight, n * n_layers)
+        spot_energy = layer.ravel()[cell] * weight / np.maximum(total[cell], 1e-300)
+    else:  # GFlash: equal energies
+        spot_energy = (layer / np.maximum(n_spots, 1)).ravel()[cell]
 
     # Radial parameters per (shower, layer) at the layer's mid depth, truncated at the readout disc.
     t_mid = 0.5 * (edges[:-1] + edges[1:])
@@ -644,29 +654,63 @@ def fit_radial(tau: np.ndarray, ln_e: np.ndarray, weight: np.ndarray, frac: np.n
     return model(least_squares(resid, x0, x_scale=np.maximum(np.abs(x0), 0.05), max_nfev=400).x)
 
 
-def fit_spots(params: GFlashParams, summary: Summary, geometry: Geometry, rng: np.random.Generator,
-              threshold_mev: float, per_bin: int = 200) -> Spots:
+def mean_radial_width(summary: Summary, r_edges_mm: tuple[float, ...]) -> np.ndarray:
+    """Per shower: the layers' radial widths (energy-weighted std of r, r at bin centres as the challenge
+    places voxels) averaged with the layers' energies as weights, (N,) mm."""
+    edges = np.asarray(r_edges_mm)
+    r = 0.5 * (edges[1:] + edges[:-1])
+    e_layer = np.maximum(summary.layer, 1e-300)
+    mean = summary.radial @ r / e_layer
+    width = np.sqrt(np.maximum(summary.radial @ r**2 / e_layer - mean**2, 0.0))
+    return (width * summary.layer).sum(axis=1) / np.maximum(summary.layer.sum(axis=1), 1e-300)
+
+
+def _trial_energies(summary: Summary, k: np.ndarray, n: int) -> np.ndarray:
+    """Up to n of the energies of events k, spread evenly over them."""
+    return summary.e_inc[k[np.linspace(0, len(k) - 1, min(n, len(k))).astype(int)]]
+
+
+def fit_spot_number(params: GFlashParams, summary: Summary, geometry: Geometry, seed: int, threshold_mev: float,
+                    per_bin: int = 200) -> Spots:
     """n1, n2 such that sampled showers hit as many voxels as the reference, per energy bin (bisection)."""
     ln_e = np.log(summary.e_inc / GEV)
     bins = _energy_bins(ln_e, 300, 3)
-    seed = int(rng.integers(2**32))
     log_e_bin, log_n_bin = [], []
     for b in range(bins.max() + 1):
         k = np.flatnonzero(bins == b)
-        e = summary.e_inc[k[np.linspace(0, len(k) - 1, min(per_bin, len(k))).astype(int)]]
+        e = _trial_energies(summary, k, per_bin)
         target = summary.n_hit[k].mean()
         e_ref = float(np.exp(np.mean(np.log(e / GEV))))
-        lo, hi = np.log(1.0), np.log(1e5)  # spots at e_ref, per shower
+        lo, hi = np.log(1.0), np.log(1e5)  # spots per shower at e_ref
         for _ in range(14):
             mid = 0.5 * (lo + hi)
-            trial = dataclasses.replace(params, spots=Spots(n1=float(np.exp(mid)) / e_ref**params.spots.n2,
-                                                            n2=params.spots.n2))
+            trial = dataclasses.replace(params, spots=dataclasses.replace(
+                params.spots, n1=float(np.exp(mid)) / e_ref**params.spots.n2))
             hits = (sample(trial, e, np.random.default_rng(seed), geometry, threshold_mev=threshold_mev) > 0)
             lo, hi = (mid, hi) if hits.sum(axis=1).mean() < target else (lo, mid)
         log_e_bin.append(np.log(e_ref))
         log_n_bin.append(0.5 * (lo + hi))
     ln_n1, n2 = _line(np.array(log_e_bin), np.array(log_n_bin), np.ones(len(log_e_bin)), params.spots.n2)
-    return Spots(n1=float(np.exp(ln_n1)), n2=n2)
+    return dataclasses.replace(params.spots, n1=float(np.exp(ln_n1)), n2=n2)
+
+
+def fit_spot_shape(params: GFlashParams, summary: Summary, geometry: Geometry, seed: int, threshold_mev: float,
+                   n_trial: int = 600) -> Spots:
+    """The Gamma shape of spot energies that gives the reference's mean radial width (bisection in ln shape).
+
+    Equal spots make every shower's layer look like the mean profile, wider than single Geant4 showers,
+    whose outer energy comes in fewer, larger deposits; a smaller shape lumps it.
+    """
+    target = mean_radial_width(summary, geometry.r_edges_mm).mean()
+    e = _trial_energies(summary, np.argsort(summary.e_inc), n_trial)
+    lo, hi = np.log(0.02), np.log(50.0)
+    for _ in range(12):
+        mid = 0.5 * (lo + hi)
+        trial = dataclasses.replace(params, spots=dataclasses.replace(params.spots, shape=float(np.exp(mid))))
+        showers = sample(trial, e, np.random.default_rng(seed), geometry, threshold_mev=threshold_mev)
+        width = mean_radial_width(Summary.of(showers, e, geometry), geometry.r_edges_mm).mean()
+        lo, hi = (mid, hi) if width < target else (lo, mid)
+    return dataclasses.replace(params.spots, shape=float(np.exp(0.5 * (lo + hi))))
 
 
 def fit(summary: Summary, geometry: Geometry | None = None, *, medium: Medium | None = None,
@@ -696,7 +740,11 @@ def fit(summary: Summary, geometry: Geometry | None = None, *, medium: Medium | 
     radial = fit_radial(*cells, medium, geometry.r_edges_mm, start.radial)
     params = GFlashParams(medium=medium, longitudinal=longitudinal, radial=radial, response=response,
                           spots=start.spots, fitted_on=fitted_on)
-    return dataclasses.replace(params, spots=fit_spots(params, s, geometry, rng, threshold_mev))
+    # Hit counts depend mostly on the number of spots, widths on how their energies spread: alternate.
+    seed = int(rng.integers(2**32))
+    for fit_spots in (fit_spot_number, fit_spot_shape, fit_spot_number):
+        params = dataclasses.replace(params, spots=fit_spots(params, s, geometry, seed, threshold_mev))
+    return params
 
 
 # --------------------------------------------------------------------------------------------------
