@@ -202,3 +202,20 @@ def test_fit_store_reads_the_train_split_of_a_prepared_store(tmp_path: Path) -> 
     saved = model.save(tmp_path / "baseline_gflash.json")
     again = surrogate.load(saved)
     np.testing.assert_array_equal(again.generate(e[:5], seed=1), model.generate(e[:5], seed=1))
+
+
+def test_fit_on_a_single_incident_energy() -> None:
+    """One energy fixes no energy slope: they keep their start values, everything else is still fitted."""
+    truth = known_params()
+    e = np.full(500, 5000.0)
+    fitted = gflash.fit(gflash.Summary.of(gflash.sample(truth, e, np.random.default_rng(0)), e, GEOMETRY), GEOMETRY)
+    ln_y = np.array(np.log(5000.0 / MEDIUM.ec_mev))
+    true, got = truth.longitudinal.moments(ln_y), fitted.longitudinal.moments(ln_y)
+    np.testing.assert_allclose(got[:2], true[:2], atol=0.03)
+    np.testing.assert_allclose(got[2:4], true[2:4], rtol=0.12)
+    assert fitted.response.m1 == 0.0 and fitted.spots.n2 == gflash.geant4_defaults().spots.n2
+    assert fitted.response.mean(np.log(5.0)) == pytest.approx(truth.response.mean(np.log(5.0)), rel=0.01)
+    # at one energy the constant term cannot be told from the stochastic one: their sum is what is fitted
+    assert np.hypot(fitted.response.stochastic / np.sqrt(5.0), fitted.response.constant) == pytest.approx(
+        np.hypot(truth.response.stochastic / np.sqrt(5.0), truth.response.constant), rel=0.1)
+    assert fitted.spots.number(5000.0) == pytest.approx(truth.spots.number(5000.0), rel=0.06)
