@@ -50,6 +50,7 @@ import numpy as np
 from surrogate.domains.calorimeter.schema import THRESHOLD_MEV, Geometry, dataset2_geometry
 
 FORMAT = "surrogate-gflash-v1"
+SEED_BLOCK = 256  # showers per random stream of GFlash.generate: the output is independent of batch sizes
 ES_MEV = 21.2  # the scale energy Es of the Moliere radius, as in Geant4's sampling parameterisation
 GEV = 1000.0  # MeV
 
@@ -797,17 +798,25 @@ class GFlash:
                 "gflash_fitted_on": self.params.fitted_on or "Geant4's published GFlash constants",
                 "gflash_parameters": json.dumps(self.params.to_dict())}
 
-    def iter_generate(self, cond: np.ndarray, *, seed: int = 0, rng: np.random.Generator | None = None,
+    def iter_generate(self, cond: np.ndarray, *, seed: int = 0,
                       batch_size: int = 10000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Yield (showers (n, n_voxels) MeV float32, e_inc (n, 1) MeV float32) blocks for energies ``cond``."""
-        e = np.asarray(cond, dtype=np.float32).reshape(-1, 1)
-        rng = rng or np.random.default_rng(seed)
-        for start in range(0, len(e), batch_size):
-            block = e[start:start + batch_size]
-            yield sample(self.params, block[:, 0], rng, self.geometry, threshold_mev=self.threshold_mev), block
+        """Yield (showers (n, n_voxels) MeV float32, e_inc (n, 1) MeV float32) blocks for energies ``cond``.
 
-    def generate(self, cond: np.ndarray, *, seed: int = 0, rng: np.random.Generator | None = None,
-                 batch_size: int = 10000) -> np.ndarray:
+        Showers k * SEED_BLOCK ... (k + 1) * SEED_BLOCK - 1 have their own random stream, seeded by
+        (seed, k), so the showers do not depend on ``batch_size`` (rounded to whole streams: blocks hold
+        a multiple of SEED_BLOCK showers, at least one stream's).
+        """
+        e = np.asarray(cond, dtype=np.float32).reshape(-1, 1)
+        step = max(SEED_BLOCK, batch_size - batch_size % SEED_BLOCK)
+        for start in range(0, len(e), step):
+            block = e[start:start + step]
+            parts = [sample(self.params, block[i:i + SEED_BLOCK, 0],
+                            np.random.default_rng([seed, (start + i) // SEED_BLOCK]), self.geometry,
+                            threshold_mev=self.threshold_mev)
+                     for i in range(0, len(block), SEED_BLOCK)]
+            yield np.concatenate(parts), block
+
+    def generate(self, cond: np.ndarray, *, seed: int = 0, batch_size: int = 10000) -> np.ndarray:
         """(N, n_voxels) float32 MeV, CaloChallenge order, threshold applied, for energies (N,) or (N, 1) MeV."""
-        blocks = [b for b, _ in self.iter_generate(cond, seed=seed, rng=rng, batch_size=batch_size)]
+        blocks = [b for b, _ in self.iter_generate(cond, seed=seed, batch_size=batch_size)]
         return np.concatenate(blocks) if blocks else np.zeros((0, self.geometry.n_voxels), np.float32)

@@ -121,14 +121,19 @@ def test_spots_land_in_their_voxel_in_the_challenge_order() -> None:
     assert np.arctan2(f[f"center_y_{layer}"][0], f[f"center_x_{layer}"][0]) == pytest.approx((j + 0.5) * np.pi / 8)
 
 
-def test_sampling_is_reproducible_with_a_seed() -> None:
+def test_sampling_is_reproducible_with_a_seed_for_any_batch_size() -> None:
     model = gflash.GFlash(known_params())
-    e = np.array([1000.0, 3000.0, 9000.0], dtype=np.float32)
+    e = np.exp(np.random.default_rng(0).uniform(np.log(1e3), np.log(1e4), 600)).astype(np.float32)
     a = model.generate(e, seed=5)
-    assert a.shape == (3, 6480) and a.dtype == np.float32
+    assert a.shape == (600, 6480) and a.dtype == np.float32
     np.testing.assert_array_equal(a, model.generate(e, seed=5))
-    np.testing.assert_array_equal(a, model.generate(e.reshape(3, 1), seed=5, batch_size=10))
+    np.testing.assert_array_equal(a, model.generate(e.reshape(600, 1), seed=5, batch_size=300))
+    np.testing.assert_array_equal(a, model.generate(e, seed=5, batch_size=7))
+    assert [len(b) for b, _ in model.iter_generate(e, batch_size=300)] == [256, 256, 88]  # whole streams
     assert not np.array_equal(a, model.generate(e, seed=6))
+    # every stream is its own: no two showers of equal energy are equal
+    same = model.generate(np.full(600, 2000.0), seed=5)
+    assert len(np.unique(same, axis=0)) == 600
 
 
 def test_fit_recovers_the_parameters_showers_were_sampled_with() -> None:
