@@ -19,11 +19,22 @@ __all__ = ["__version__", "load"]
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from surrogate.baselines import Baseline
     from surrogate.generation import Surrogate
 
 
-def load(checkpoint: str | Path, *, device: str = "auto", use_ema: bool = True) -> Surrogate:
-    """Load a trained surrogate from a training checkpoint (``.pt``) for use in analysis code."""
+def load(checkpoint: str | Path, *, device: str = "auto", use_ema: bool = True) -> Surrogate | Baseline:
+    """Load a trained surrogate from a training checkpoint (``.pt``) for use in analysis code.
+
+    A ``.json`` file written by ``generate`` for a classical baseline (``generate/baseline_gflash.json``)
+    loads that baseline instead; it samples through the same ``generate(cond, seed=)``.
+    """
+    from pathlib import Path
+
+    if Path(checkpoint).suffix == ".json":
+        from surrogate.baselines import load as load_baseline
+
+        return load_baseline(checkpoint)
     from surrogate.generation import Surrogate
 
     return Surrogate.from_checkpoint(checkpoint, device=device, use_ema=use_ema)

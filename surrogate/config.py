@@ -100,10 +100,18 @@ class GenerateConfig:
     use_ema: bool = True  # sample from the EMA generator
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     seed: int = 0  # seeds the latents
+    baselines: tuple[str, ...] = ()  # classical models (gflash) fitted on a train split, sampled beside the GAN
+    baseline_store: str = ""  # prepare folder whose train split the baselines are fitted on; empty = this run's
 
     def __post_init__(self) -> None:
+        from surrogate.baselines import get_baseline
+
         _positive("generate.n_events", self.n_events, allow_zero=True)
         _positive("generate.batch_size", self.batch_size)
+        for name in self.baselines:
+            get_baseline(name)
+        if len(set(self.baselines)) != len(self.baselines):
+            raise ConfigError(f"generate.baselines: {list(self.baselines)} names a baseline twice")
 
 
 @dataclass(frozen=True)

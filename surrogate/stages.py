@@ -10,6 +10,7 @@ stage's outputs in the same run folder:
                  reference_val.h5, reference_test.h5   (native layout, physical units)
     <run>/train/checkpoints/last.pt  full training state; train/generator.pt the exported EMA generator
     <run>/generate/generated.h5      surrogate events for the test split's conditions
+                 baseline_<name>.h5, .json  classical baselines (generate.baselines) and their fitted parameters
     <run>/validate/report.html       metrics, plots, verdict
     <run>/mlflow.db, mlartifacts/    the MLflow store (unless a tracking server is used)
 """
@@ -171,6 +172,7 @@ def run_train(cfg: Config, run_dir: Path, *, tracker: Any = None, progress: bool
 def run_generate(cfg: Config, run_dir: Path, *, tracker: Any = None, progress: bool = True) -> StageResult:
     import numpy as np
 
+    from surrogate.baselines import get_baseline
     from surrogate.generation import Surrogate, read_conditions
     from surrogate.tracking import download_model
 
@@ -197,6 +199,13 @@ def run_generate(cfg: Config, run_dir: Path, *, tracker: Any = None, progress: b
         if gcfg.n_events > n_available:
             raise SurrogateError(f"generate.n_events: {gcfg.n_events} requested but {cond_path} "
                                  f"holds {n_available} conditions")
+    store_dir = Path(gcfg.baseline_store) if gcfg.baseline_store else run_dir / "prepare"
+    for name in gcfg.baselines:  # before any output: a baseline that cannot be fitted fails now
+        get_baseline(name, cfg.domain)
+        if not (store_dir / "store.h5").exists():
+            raise SurrogateError(f"generate.baselines: {name} is fitted on {store_dir / 'store.h5'}, which does "
+                                 "not exist (set generate.baseline_store to a prepare folder, or "
+                                 "generate.baselines=[])")
     tracker = tracker or open_tracker(cfg, run_dir)
     t0 = time.perf_counter()
     with stage_dir(run_dir, "generate") as out, tracker.run("generate") as mlrun:
@@ -224,8 +233,33 @@ def run_generate(cfg: Config, run_dir: Path, *, tracker: Any = None, progress: b
         seconds = time.perf_counter() - t_gen
         metrics = {"n_events": float(len(cond)), "seconds": seconds,
                    "ms_per_event": 1e3 * seconds / max(len(cond), 1)}
+        outputs = {"events": path}
+        for name in gcfg.baselines:
+            metrics.update(_generate_baseline(name, domain, store_dir, cond, source, gcfg, out, mlrun, progress))
+            outputs[f"baseline_{name}"] = out / f"baseline_{name}.h5"
         mlrun.log_metrics(metrics)
-    return StageResult("generate", out, time.perf_counter() - t0, metrics, {"events": path}, mlrun.run_id)
+    return StageResult("generate", out, time.perf_counter() - t0, metrics, outputs, mlrun.run_id)
+
+
+def _generate_baseline(name: str, domain: Any, store_dir: Path, cond: Any, source: str, gcfg: Any, out: Path,
+                       mlrun: Any, progress: bool) -> dict[str, float]:
+    """Fit baseline ``name`` on the store's train split; write baseline_<name>.h5 (+ .json) for ``cond``."""
+    from surrogate.baselines import fit_store
+
+    t_fit = time.perf_counter()
+    model = fit_store(name, store_dir)
+    fit_seconds = time.perf_counter() - t_fit
+    params = model.save(out / f"baseline_{name}.json")
+    path = out / f"baseline_{name}.h5"
+    say(f"generate: baseline {name} fitted in {fit_seconds:.1f} s; {len(cond)} events -> {path}")
+    t_gen = time.perf_counter()
+    blocks = model.iter_generate(cond, seed=gcfg.seed, batch_size=gcfg.batch_size)
+    domain.write_events(path, _progress(blocks, len(cond), gcfg.batch_size, progress, name), len(cond),
+                        {**model.attrs(), "seed": gcfg.seed, "conditions_from": source})
+    seconds = time.perf_counter() - t_gen
+    mlrun.log_artifact(params, "baselines")
+    return {f"{name}_fit_seconds": fit_seconds, f"{name}_seconds": seconds,
+            f"{name}_ms_per_event": 1e3 * seconds / max(len(cond), 1)}
 
 
 def _progress(blocks: Iterator[Any], total: int, batch: int, enabled: bool, desc: str) -> Iterator[Any]:

@@ -46,6 +46,8 @@ def test_round_trip_through_plain_dict() -> None:
     ("domain=lensing_nonexistent", "domain: unknown domain"),
     ("train=3", "train: expected a mapping"),
     ("novalue", "expected key=value"),
+    ("generate.baselines=[geant3]", "generate.baselines: unknown baseline 'geant3' (available: gflash)"),
+    ("generate.baselines=[gflash, gflash]", "generate.baselines: .* names a baseline twice"),
 ])
 def test_bad_values_name_the_key(override: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):

@@ -59,6 +59,28 @@ def test_generated_file_has_the_reference_layout_and_units(finished_run: tuple[P
     assert nonzero.min() >= 15.15e-3 * (1 - 1e-6), "readout threshold applied"
 
 
+def test_generate_writes_the_gflash_baseline_beside_the_gan(finished_run: tuple[Path, str, int]) -> None:
+    """quickstart.yaml sets generate.baselines=[gflash]: fitted on the train split, same conditions and layout."""
+    import surrogate
+
+    run_dir, _, _ = finished_run
+    with h5py.File(run_dir / "generate/generated.h5") as gen, \
+            h5py.File(run_dir / "generate/baseline_gflash.h5") as base:
+        assert set(base.keys()) == {"incident_energies", "showers"}
+        assert base["showers"].shape == gen["showers"].shape and base["showers"].dtype == np.float32
+        np.testing.assert_array_equal(base["incident_energies"][:], gen["incident_energies"][:])
+        assert base.attrs["baseline"] == "gflash" and "GFlash" in base.attrs["simulator"]
+        assert "train split" in base.attrs["gflash_fitted_on"]
+        params = json.loads(base.attrs["gflash_parameters"])
+        showers, e_inc = base["showers"][:], base["incident_energies"][:, 0]
+    assert params == json.loads((run_dir / "generate/baseline_gflash.json").read_text())
+    assert showers[showers > 0].min() >= 15.15e-3 * (1 - 1e-6), "readout threshold applied"
+    # Geant4 deposits E_tot/E_inc ~ 1.00 +- 0.1 at 1-2 GeV (sampling fraction measured on the sample itself)
+    assert 0.9 < (showers.sum(axis=1) / e_inc).mean() < 1.1
+    model = surrogate.load(run_dir / "generate/baseline_gflash.json")
+    assert model.generate(e_inc[:4], seed=0).shape == (4, 6480)
+
+
 def test_validation_is_logged_to_one_mlflow_run_under_the_parent(finished_run: tuple[Path, str, int]) -> None:
     from mlflow.tracking import MlflowClient
 
@@ -70,6 +92,10 @@ def test_validation_is_logged_to_one_mlflow_run_under_the_parent(finished_run: t
     parent = by_name[f"run-{run_dir.name}"]
     for stage in ("simulate", "prepare", "train", "generate", "validate"):
         assert by_name[stage].data.tags["mlflow.parentRunId"] == parent.info.run_id
+    generate = by_name["generate"]
+    logged = {a.path for a in client.list_artifacts(generate.info.run_id, "baselines")}
+    assert "baselines/baseline_gflash.json" in logged
+    assert generate.data.metrics["gflash_fit_seconds"] > 0
     val = by_name["validate"]
     saved = json.loads((run_dir / "validate/metrics.json").read_text())
     for key in ("auc_low_level", "auc_high_level", "fpd_x1e3", "kpd_x1e3", "mean_separation_power"):
@@ -129,7 +155,8 @@ def test_generate_from_a_logged_model(finished_run: tuple[Path, str, int], tmp_p
     out = tmp_path / "from-model"
     code = main(["generate", str(QUICKSTART), "--quiet", "--out", str(out), "--tracking-uri", uri,
                  "--set", f"generate.checkpoint=runs:/{train_run.info.run_id}/model",
-                 "--set", "generate.conditions=[1200.0]", "--set", "generate.n_events=5"])
+                 "--set", "generate.conditions=[1200.0]", "--set", "generate.n_events=5",
+                 "--set", "generate.baselines=[]"])  # this --out has no prepared store to fit GFlash on
     assert code == 0
     with h5py.File(out / "generate/generated.h5") as f:
         assert f["showers"].shape == (5, 6480)
