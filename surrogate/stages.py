@@ -247,6 +247,9 @@ def run_validate(cfg: Config, run_dir: Path, *, tracker: Any = None, progress: b
                          "validate.reference", "run `surrogate prepare` first or set it")
     for path in (gen, ref):
         domain.check_file(path)
+    if cfg.validate.reference and not cfg.validate.accept_implausible:
+        # a reference brought from outside the run is checked as prepare checks its inputs
+        domain.check_plausible(ref, setting="validate.accept_implausible")
     tracker = tracker or open_tracker(cfg, run_dir)
     t0 = time.perf_counter()
     with stage_dir(run_dir, "validate") as out, tracker.run("validate") as mlrun:
