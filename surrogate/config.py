@@ -99,6 +99,7 @@ class GenerateConfig:
     conditions: tuple[float, ...] = ()  # physical conditions (calorimeter: E_inc in MeV), n_events each
     batch_size: int = 1000  # events per generator call and per write to disk
     use_ema: bool = True  # sample from the EMA generator
+    extrapolate: bool = False  # allow conditions outside the training range (with a warning) instead of refusing
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     seed: int = 0  # seeds the latents
 

@@ -22,6 +22,7 @@ import logging
 import shutil
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -171,7 +172,7 @@ def run_train(cfg: Config, run_dir: Path, *, tracker: Any = None, progress: bool
 def run_generate(cfg: Config, run_dir: Path, *, tracker: Any = None, progress: bool = True) -> StageResult:
     import numpy as np
 
-    from surrogate.generation import Surrogate, read_conditions
+    from surrogate.generation import ExtrapolationWarning, Surrogate, read_conditions
     from surrogate.tracking import download_model
 
     domain = get_domain(cfg.domain)
@@ -215,7 +216,12 @@ def run_generate(cfg: Config, run_dir: Path, *, tracker: Any = None, progress: b
             source = str(cond_path)
         path = out / "generated.h5"
         say(f"generate: {len(cond)} events from {ckpt_path} -> {path}")
-        blocks = sur.iter_generate(cond, seed=gcfg.seed, batch_size=gcfg.batch_size)
+        with warnings.catch_warnings(record=True) as caught:  # shown as one status line, not Python's two
+            warnings.simplefilter("always", ExtrapolationWarning)
+            blocks = sur.iter_generate(cond, seed=gcfg.seed, batch_size=gcfg.batch_size,
+                                       extrapolate=gcfg.extrapolate, where=cond_path or "generate.conditions")
+        for warning in caught:
+            _log.warning(f"generate: warning: {warning.message}")
         t_gen = time.perf_counter()
         domain.write_events(path, _progress(blocks, len(cond), gcfg.batch_size, progress, "generate"),
                             len(cond), {"generator": str(ckpt_path), "generator_step": sur.step,

@@ -70,6 +70,7 @@ class Calorimeter:
         self.geometry = schema.dataset2_geometry()
         self.n_features = self.geometry.n_voxels
         self.n_cond = 1
+        self.condition_labels = ("the incident energy [MeV]",)  # one per condition column
         # voxels are (layer, alpha, r) with layer slowest: the contiguous groups are the layers
         self.critic_feature_groups = self.geometry.n_layers
 
