@@ -166,15 +166,23 @@ def _run_all(cfg: Config, run_dir: Path, *, progress: bool) -> int:
     from surrogate.config import dump_config
     from surrogate.errors import OutputExistsError
 
-    if run_dir.exists() and any(p.name != LOG_DIR for p in run_dir.iterdir()):
+    if run_dir.exists() and not _is_run_folder(run_dir):
         raise OutputExistsError(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    # The resolved options are written before any work starts, so a run folder always says what it ran.
-    (run_dir / "config.yaml").write_text(dump_config(cfg))
+    # The resolved options are written before any work starts, so a run folder always says what it ran;
+    # a continued run whose options differ keeps the earlier file as config.previous-<n>.yaml.
+    config_file = run_dir / "config.yaml"
+    text = dump_config(cfg)
+    if config_file.exists() and config_file.read_text() != text:
+        n = 1
+        while (run_dir / f"config.previous-{n}.yaml").exists():
+            n += 1
+        config_file.rename(run_dir / f"config.previous-{n}.yaml")
+    config_file.write_text(text)
     results = stages.run_all(cfg, run_dir, progress=progress)
     print(f"run folder: {run_dir}")
     for r in results:
-        print(f"  {r.stage:<9} {r.seconds:7.1f} s  {r.out_dir}")
+        print(f"  {r.stage:<9} {r.seconds:7.1f} s  {r.out_dir}{'  (kept)' if r.kept else ''}")
     final = results[-1]
     metrics = final.metrics
     keys = ("auc_low_level", "auc_high_level", "fpd_x1e3", "kpd_x1e3", "mean_separation_power")
@@ -187,6 +195,14 @@ def _run_all(cfg: Config, run_dir: Path, *, progress: bool) -> int:
 
     print(f"MLflow UI: {ui_hint(cfg.tracking.uri or default_uri(run_dir))}")
     return EXIT_OK if final.passed else EXIT_FAIL
+
+
+def _is_run_folder(path: Path) -> bool:
+    """Empty, or made by ``surrogate run`` (its config.yaml, stage folders, tracking store, logs)."""
+    from surrogate.stages import STAGES
+
+    names = {p.name for p in path.iterdir()}
+    return not (names - {LOG_DIR}) or "config.yaml" in names or bool(names & set(STAGES))
 
 
 def _cleanup(run_dir: Path | None, created: bool) -> None:
