@@ -31,8 +31,13 @@ examples:
 
 Stages read their inputs from the previous stage's folder inside --out unless the config names files.
 Outputs are never overwritten: a stage refuses an --out that already holds its folder.
-Exit status: 0 success, 1 validation verdict FAIL, 2 bad input or config.
+Exit status: 0 success, 1 validation verdict FAIL, 2 bad input or config, 3 unexpected error (a bug:
+one line on stderr, the traceback in <out>/logs/), 130 interrupted.
 """
+
+# Exit codes, one meaning each: scripts (and `make quickstart`) tell a verdict from a crash.
+EXIT_OK, EXIT_FAIL, EXIT_BAD_INPUT, EXIT_CRASH, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+LOG_DIR = "logs"  # inside the run folder: tracebacks of unexpected errors
 
 STAGE_HELP = {
     "simulate": "run the reference simulator (Geant4 for the calorimeter) into <out>/simulate",
@@ -81,9 +86,10 @@ def main(argv: list[str] | None = None) -> int:
             cfg = dataclasses.replace(cfg, tracking=dataclasses.replace(cfg.tracking, uri=args.tracking_uri))
         if args.dry_run:
             sys.stdout.write(dump_config(cfg))
-            return 0
+            return EXIT_OK
         run_dir = args.out or Path("runs") / f"{args.config.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-        created = not run_dir.exists()
+        # A folder that did not exist, or holds only the logs of a crash, is this command's to clean up.
+        created = not run_dir.exists() or all(p.name == LOG_DIR for p in run_dir.iterdir())
         if args.command == "run":
             return _run_all(cfg, run_dir, progress=not args.quiet)
         from surrogate import stages
@@ -95,16 +101,43 @@ def main(argv: list[str] | None = None) -> int:
             print(f"verdict: {'PASS' if result.passed else 'FAIL'}; report: {result.outputs['report']}")
             for failure in result.failures:
                 print(f"  {failure}")
-            return 0 if result.passed else 1
-        return 0
+            return EXIT_OK if result.passed else EXIT_FAIL
+        return EXIT_OK
     except SurrogateError as exc:
         _cleanup(run_dir, created)
         print(f"surrogate {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         _cleanup(run_dir, created)
         print(f"surrogate {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # a bug, not a verdict: one line here, the whole traceback in a log file
+        _cleanup(run_dir, created)
+        log = _write_traceback(run_dir, args.command)
+        print(f"surrogate {args.command}: unexpected error: {type(exc).__name__}: {_first_line(exc)} "
+              f"(traceback in {log}; please report it)", file=sys.stderr)
+        return EXIT_CRASH
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else "(no message)"
+
+
+def _write_traceback(run_dir: Path | None, command: str) -> Path:
+    """Write the current exception's traceback to ``<run_dir>/logs/`` (else the temp dir); return the path."""
+    import tempfile
+    import traceback
+
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    folder = run_dir / LOG_DIR if run_dir is not None else Path(tempfile.gettempdir())
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        folder = Path(tempfile.gettempdir())
+    path = folder / f"surrogate-{command}-{stamp}-{os.getpid()}.traceback.txt"
+    path.write_text(f"surrogate {__version__} {command} ({' '.join(sys.argv)})\n{traceback.format_exc()}")
+    return path
 
 
 class _StatusHandler(logging.StreamHandler):
@@ -133,15 +166,23 @@ def _run_all(cfg: Config, run_dir: Path, *, progress: bool) -> int:
     from surrogate.config import dump_config
     from surrogate.errors import OutputExistsError
 
-    if run_dir.exists() and any(run_dir.iterdir()):
+    if run_dir.exists() and not _is_run_folder(run_dir):
         raise OutputExistsError(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    # The resolved options are written before any work starts, so a run folder always says what it ran.
-    (run_dir / "config.yaml").write_text(dump_config(cfg))
+    # The resolved options are written before any work starts, so a run folder always says what it ran;
+    # a continued run whose options differ keeps the earlier file as config.previous-<n>.yaml.
+    config_file = run_dir / "config.yaml"
+    text = dump_config(cfg)
+    if config_file.exists() and config_file.read_text() != text:
+        n = 1
+        while (run_dir / f"config.previous-{n}.yaml").exists():
+            n += 1
+        config_file.rename(run_dir / f"config.previous-{n}.yaml")
+    config_file.write_text(text)
     results = stages.run_all(cfg, run_dir, progress=progress)
     print(f"run folder: {run_dir}")
     for r in results:
-        print(f"  {r.stage:<9} {r.seconds:7.1f} s  {r.out_dir}")
+        print(f"  {r.stage:<9} {r.seconds:7.1f} s  {r.out_dir}{'  (kept)' if r.kept else ''}")
     final = results[-1]
     metrics = final.metrics
     keys = ("auc_low_level", "auc_high_level", "fpd_x1e3", "kpd_x1e3", "mean_separation_power")
@@ -153,17 +194,36 @@ def _run_all(cfg: Config, run_dir: Path, *, progress: bool) -> int:
     from surrogate.tracking import default_uri, ui_hint
 
     print(f"MLflow UI: {ui_hint(cfg.tracking.uri or default_uri(run_dir))}")
-    return 0 if final.passed else 1
+    return EXIT_OK if final.passed else EXIT_FAIL
+
+
+def _is_run_folder(path: Path) -> bool:
+    """Empty, or made by ``surrogate run`` (its config.yaml, stage folders, tracking store, logs)."""
+    from surrogate.stages import STAGES
+
+    names = {p.name for p in path.iterdir()}
+    return not (names - {LOG_DIR}) or "config.yaml" in names or bool(names & set(STAGES))
 
 
 def _cleanup(run_dir: Path | None, created: bool) -> None:
-    """A run folder this invocation created and that holds no finished stage is removed on failure."""
+    """A run folder this invocation created and that holds no finished stage is removed on failure.
+
+    Earlier crashes' tracebacks (``<run>/logs/``) are kept, and the CLI writes a new one there after an
+    unexpected error: the logs are the one thing a failed command leaves.
+    """
     if run_dir is None or not created or not run_dir.exists():
         return
     from surrogate.stages import STAGES
 
-    if not any((run_dir / s).exists() for s in STAGES):
-        shutil.rmtree(run_dir, ignore_errors=True)
+    if any((run_dir / s).exists() for s in STAGES):
+        return
+    for child in run_dir.iterdir():
+        if child.is_dir() and child.name != LOG_DIR:
+            shutil.rmtree(child)
+        elif not child.is_dir():
+            child.unlink()
+    if not any(run_dir.iterdir()):
+        run_dir.rmdir()
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ class PrepareConfig:
     scheduler: str = "threads"  # threads | synchronous | distributed (a LocalCluster, or `address`)
     address: str = ""  # dask.distributed scheduler address; empty = start a LocalCluster
     n_workers: int = 2  # LocalCluster workers when scheduler = distributed
+    accept_implausible: bool = False  # take inputs that break the domain's plausibility rules (README)
     seed: int = 0  # seeds the split assignment
 
     def __post_init__(self) -> None:
@@ -98,6 +99,7 @@ class GenerateConfig:
     conditions: tuple[float, ...] = ()  # physical conditions (calorimeter: E_inc in MeV), n_events each
     batch_size: int = 1000  # events per generator call and per write to disk
     use_ema: bool = True  # sample from the EMA generator
+    extrapolate: bool = False  # allow conditions outside the training range (with a warning) instead of refusing
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     seed: int = 0  # seeds the latents
     baselines: tuple[str, ...] = ()  # classical models (gflash) fitted on a train split, sampled beside the GAN
@@ -129,6 +131,7 @@ class Thresholds:
 class ValidateConfig:
     generated: str = ""  # generated file; empty = this run's generate output
     reference: str = ""  # reference file; empty = this run's held-out test split
+    accept_implausible: bool = False  # take a reference that breaks the domain's plausibility rules (README)
     max_events: int = 0  # cap on events per sample (0 = all)
     classifier_hidden: int = 2048  # width of the classifier's 3 hidden layers (CaloChallenge: 2048)
     classifier_epochs: int = 50  # classifier epochs (best epoch chosen on its test split)

@@ -6,13 +6,20 @@ A :class:`Surrogate` is what an analysis uses in place of the slow simulator: sa
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from surrogate.errors import InputError
+
 EXPORT_FORMAT = "surrogate-generator-v1"
+
+
+class ExtrapolationWarning(UserWarning):
+    """Conditions outside the training range were generated on purpose (``extrapolate=True``)."""
 
 
 def resolve_device(name: str) -> Any:
@@ -51,26 +58,60 @@ class Surrogate:
         ckpt["source"] = str(path)
         return cls(generator, ckpt, dev)
 
+    def check_range(self, cond: np.ndarray, where: str | Path = "conditions", *,
+                    extrapolate: bool = False) -> None:
+        """Refuse (InputError) conditions outside the range the model was trained on, or warn if ``extrapolate``.
+
+        A GAN has learned nothing outside its training range: 50 GeV showers from a 1-10 GeV model are an
+        extrapolation, not a simulation. The range is the fitted transform's (the training data's).
+        """
+        cond = np.asarray(cond, dtype=np.float64).reshape(-1, self.n_cond)
+        lo, hi = self.transform.condition_range()
+        # float32 round trip of the fitted bounds: 1e-6 relative slack
+        outside = (cond < lo * (1 - 1e-6)) | (cond > hi * (1 + 1e-6))
+        if not outside.any():
+            return
+        event, column = (int(i) for i in np.argwhere(outside)[0])
+        labels = getattr(self.domain, "condition_labels", ())
+        name = labels[column] if column < len(labels) else f"condition {column}"
+        what = (f"{int(outside.any(axis=1).sum())} of {len(cond)} conditions outside the training range of "
+                f"{name}, {lo[column]:.6g} to {hi[column]:.6g} (first: {cond[event, column]:.6g} at event {event})")
+        if not extrapolate:
+            raise InputError(where, None, f"{what}; set generate.extrapolate=true (Python: extrapolate=True) "
+                                          "to generate anyway")
+        warnings.warn(f"{where}: {what}: extrapolating", ExtrapolationWarning, stacklevel=2)
+
     def generate(self, cond: np.ndarray, *, seed: int | None = 0, torch_generator: Any = None,
-                 batch_size: int = 10000) -> np.ndarray:
+                 batch_size: int = 10000, extrapolate: bool = False) -> np.ndarray:
         """Events for the physical conditions ``cond`` ((N,) or (N, n_cond)), in physical units.
 
         For the calorimeter: ``cond`` = incident energies in MeV, result (N, 6480) voxel energies in MeV
         in the CaloChallenge order. Latents come from ``torch_generator`` if given, else from ``seed``.
+        Conditions outside the training range raise an InputError unless ``extrapolate`` (then a warning).
         """
         blocks = list(self.iter_generate(cond, seed=seed, torch_generator=torch_generator,
-                                         batch_size=batch_size))
+                                         batch_size=batch_size, extrapolate=extrapolate))
         if not blocks:
             return np.zeros((0, self.n_features), dtype=np.float32)
         return np.concatenate([b for b, _ in blocks])
 
     def iter_generate(self, cond: np.ndarray, *, seed: int | None = 0, torch_generator: Any = None,
-                      batch_size: int = 10000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Yield ``(data, cond)`` blocks of at most ``batch_size`` events."""
+                      batch_size: int = 10000, extrapolate: bool = False,
+                      where: str | Path = "conditions") -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """``(data, cond)`` blocks of at most ``batch_size`` events (see :meth:`generate`).
+
+        The conditions are checked when this is called, not when the first block is drawn; errors and
+        warnings name ``where`` (e.g. the file they came from).
+        """
+        cond = np.asarray(cond, dtype=np.float32).reshape(-1, self.n_cond)
+        self.domain.check_conditions(cond, where)
+        self.check_range(cond, where, extrapolate=extrapolate)
+        return self._blocks(cond, seed, torch_generator, batch_size)
+
+    def _blocks(self, cond: np.ndarray, seed: int | None, torch_generator: Any,
+                batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         import torch
 
-        cond = np.asarray(cond, dtype=np.float32).reshape(-1, self.n_cond)
-        self.domain.check_conditions(cond, "conditions")
         gen = torch_generator
         if gen is None:
             gen = torch.Generator(device=self.device)

@@ -13,21 +13,29 @@ stage's outputs in the same run folder:
                  baseline_<name>.h5, .json  classical baselines (generate.baselines) and their fitted parameters
     <run>/validate/report.html       metrics, plots, verdict
     <run>/mlflow.db, mlartifacts/    the MLflow store (unless a tracking server is used)
+
+Each stage folder ends with ``stage.json``, its manifest (surrogate.runfolder): the stage's key (a hash
+of its settings and of its inputs' contents), its outputs' SHA-256 and its metrics. ``surrogate run``
+into an existing run folder keeps every finished stage whose key is unchanged, sets a stale one aside
+(``<stage>.stale-<n>``) and redoes it, and resumes an interrupted one from what it kept (the simulator's
+finished shards, training checkpoints).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
-import shutil
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from surrogate import runfolder
 from surrogate.config import Config, config_to_dict, dump_config
 from surrogate.domains import get_domain
 from surrogate.errors import InputError, OutputExistsError, SurrogateError
@@ -45,6 +53,7 @@ class StageResult:
     mlflow_run_id: str = ""
     passed: bool | None = None  # validation verdict; None for other stages
     failures: tuple[str, ...] = ()  # validation: one line per threshold the metrics exceed
+    kept: bool = False  # the stage had finished with the same settings and inputs: nothing was redone
 
 
 _log = logging.getLogger("surrogate")
@@ -55,18 +64,65 @@ def say(message: str) -> None:
     _log.info(message)
 
 
+# What each stage's result depends on, besides its input files: these config settings. Settings that only
+# say how fast or where (workers, schedulers, thread counts, logging cadence) are left out.
+_RUNTIME_ONLY = {
+    "simulate": ("n_workers",),
+    "prepare": ("scheduler", "address", "n_workers"),
+    "train": ("resume", "num_threads", "log_every", "checkpoint_every"),
+    "generate": (),
+    "validate": (),
+}
+
+
+def stage_settings(cfg: Config, stage: str) -> dict[str, Any]:
+    section = config_to_dict(getattr(cfg, stage))
+    return {"domain": cfg.domain,
+            stage: {k: v for k, v in section.items() if k not in _RUNTIME_ONLY[stage]}}
+
+
+def _kept(run_dir: Path, stage: str, key: str, *, continue_run: bool) -> StageResult | None:
+    """The recorded result of a finished stage whose key is ``key``, when continuing a run; else None.
+
+    A finished stage with another key is set aside when continuing a run, and refused otherwise
+    (single-stage commands never overwrite outputs).
+    """
+    from surrogate import runfolder
+
+    folder = run_dir / stage
+    if runfolder.state(folder) != "complete":
+        return None
+    if not continue_run:
+        raise OutputExistsError(folder)
+    manifest = runfolder.read_manifest(folder) or {}
+    if manifest.get("key") == key:
+        say(f"{stage}: kept (settings and inputs unchanged since {manifest.get('finished_utc', '?')})")
+        outputs = {name: folder / rel for name, rel in manifest.get("output_names", {}).items()}
+        passed = manifest.get("passed")
+        return StageResult(stage, folder, float(manifest.get("seconds", 0.0)), dict(manifest.get("metrics", {})),
+                           outputs, str(manifest.get("mlflow_run_id", "")), passed,
+                           tuple(manifest.get("failures", ())), kept=True)
+    moved = runfolder.set_aside(folder)
+    say(f"{stage}: settings or inputs changed: the finished folder is kept as {moved} and the stage redone")
+    return None
+
+
 @contextlib.contextmanager
-def stage_dir(run_dir: Path, stage: str) -> Iterator[Path]:
-    """Create ``run_dir/stage`` (it must not exist); remove it again if the stage fails."""
-    out = run_dir / stage
-    if out.exists():
-        raise OutputExistsError(out)
-    out.mkdir(parents=True)
-    try:
-        yield out
-    except BaseException:
-        shutil.rmtree(out, ignore_errors=True)
-        raise
+def stage_dir(run_dir: Path, stage: str, key: str = "") -> Iterator[Any]:
+    """Enter ``run_dir/stage`` through surrogate.runfolder.open_stage (refuses finished or foreign folders,
+    resumes an interrupted one, keeps only resumable leftovers on failure)."""
+    from surrogate import runfolder
+
+    with runfolder.open_stage(run_dir, stage, key) as folder:
+        yield folder
+
+
+def _finish(folder: Any, result: StageResult) -> StageResult:
+    folder.finish(seconds=result.seconds, metrics=result.metrics,
+                  outputs={k: v for k, v in result.outputs.items() if Path(v).is_file()},
+                  extra={"mlflow_run_id": result.mlflow_run_id, "passed": result.passed,
+                         "failures": list(result.failures)})
+    return result
 
 
 def open_tracker(cfg: Config, run_dir: Path) -> Any:
@@ -87,21 +143,33 @@ def _default_input(explicit: str, default: Path, what: str, how: str) -> Path:
 # --------------------------------------------------------------------------------------------------
 
 
-def run_simulate(cfg: Config, run_dir: Path, *, tracker: Any = None, progress: bool = True) -> StageResult:
+def run_simulate(cfg: Config, run_dir: Path, *, tracker: Any = None, progress: bool = True,
+                 continue_run: bool = False) -> StageResult:
+    """The reference simulator into ``run_dir/simulate``. ``continue_run``: keep a finished stage whose
+    settings are unchanged (and set a stale one aside) instead of refusing it (module docstring)."""
     domain = get_domain(cfg.domain)
+    key = runfolder.stage_key("simulate", stage_settings(cfg, "simulate"), ())
+    kept = _kept(run_dir, "simulate", key, continue_run=continue_run)
+    if kept:
+        return kept
     tracker = tracker or open_tracker(cfg, run_dir)
     t0 = time.perf_counter()
-    with stage_dir(run_dir, "simulate") as out, tracker.run("simulate") as mlrun:
-        mlrun.log_params({"domain": cfg.domain, "simulate": config_to_dict(cfg.simulate)})
-        path = out / "showers.h5"
-        say(f"simulate: {cfg.simulate.n_events} events with the {cfg.domain} reference simulator -> {path}")
-        metrics = domain.simulate(cfg.simulate, path, progress=progress)
-        mlrun.log_metrics(metrics)
-        (out / "summary.json").write_text(json.dumps(metrics, indent=2))
-    return StageResult("simulate", out, time.perf_counter() - t0, metrics, {"events": path}, mlrun.run_id)
+    with stage_dir(run_dir, "simulate", key) as folder:
+        out = folder.path
+        with tracker.run("simulate") as mlrun:
+            mlrun.log_params({"domain": cfg.domain, "simulate": config_to_dict(cfg.simulate)})
+            path = out / "showers.h5"
+            say(f"simulate: {cfg.simulate.n_events} events with the {cfg.domain} reference simulator -> {path}"
+                + (" (resuming from the shards kept by an interrupted run)" if folder.resumed else ""))
+            metrics = domain.simulate(cfg.simulate, path, progress=progress)
+            mlrun.log_metrics(metrics)
+            (out / "summary.json").write_text(json.dumps(metrics, indent=2))
+        return _finish(folder, StageResult("simulate", out, time.perf_counter() - t0, metrics, {"events": path},
+                                           mlrun.run_id))
 
 
-def run_prepare(cfg: Config, run_dir: Path, *, tracker: Any = None, progress: bool = True) -> StageResult:
+def run_prepare(cfg: Config, run_dir: Path, *, tracker: Any = None, progress: bool = True,
+                continue_run: bool = False) -> StageResult:
     from surrogate.data.prepare import dask_scheduler, prepare_store
 
     domain = get_domain(cfg.domain)
@@ -110,17 +178,25 @@ def run_prepare(cfg: Config, run_dir: Path, *, tracker: Any = None, progress: bo
         "run `surrogate simulate` into this --out first, or set prepare.inputs")),)
     for path in inputs:  # layout errors surface before any output or tracking run exists
         domain.check_file(path)
+    key = runfolder.stage_key("prepare", stage_settings(cfg, "prepare"), inputs, run_dir)
+    kept = _kept(run_dir, "prepare", key, continue_run=continue_run)
+    if kept:
+        return kept
     tracker = tracker or open_tracker(cfg, run_dir)
     t0 = time.perf_counter()
-    with stage_dir(run_dir, "prepare") as out, tracker.run("prepare") as mlrun:
-        mlrun.log_params({"domain": cfg.domain, "prepare": config_to_dict(cfg.prepare)})
-        say(f"prepare: {len(inputs)} file(s) with the {cfg.prepare.scheduler} dask scheduler -> {out}")
-        with dask_scheduler(cfg.prepare):
-            metrics = prepare_store(domain, cfg.prepare, tuple(inputs), out, progress=progress)
-        mlrun.log_metrics(metrics)
-        mlrun.log_artifact(out / "transform.json")
-    return StageResult("prepare", out, time.perf_counter() - t0, dict(metrics), {"store": out / "store.h5"},
-                       mlrun.run_id)
+    with stage_dir(run_dir, "prepare", key) as folder:
+        out = folder.path
+        with tracker.run("prepare") as mlrun:
+            mlrun.log_params({"domain": cfg.domain, "prepare": config_to_dict(cfg.prepare)})
+            say(f"prepare: {len(inputs)} file(s) with the {cfg.prepare.scheduler} dask scheduler -> {out}")
+            with dask_scheduler(cfg.prepare):
+                metrics = prepare_store(domain, cfg.prepare, tuple(inputs), out, progress=progress)
+            mlrun.log_metrics(metrics)
+            mlrun.log_artifact(out / "transform.json")
+        outputs = {"store": out / "store.h5", "transform": out / "transform.json",
+                   "reference_val": out / "reference_val.h5", "reference_test": out / "reference_test.h5"}
+        return _finish(folder, StageResult("prepare", out, time.perf_counter() - t0, dict(metrics), outputs,
+                                           mlrun.run_id))
 
 
 def _in_training_evaluator(cfg: Config, store_dir: Path) -> Any:
@@ -141,7 +217,8 @@ def _in_training_evaluator(cfg: Config, store_dir: Path) -> Any:
     return evaluate
 
 
-def run_train(cfg: Config, run_dir: Path, *, tracker: Any = None, progress: bool = True) -> StageResult:
+def run_train(cfg: Config, run_dir: Path, *, tracker: Any = None, progress: bool = True,
+              continue_run: bool = False) -> StageResult:
     from surrogate.generation import export_generator
     from surrogate.training.checkpoint import load_checkpoint
     from surrogate.training.loop import train
@@ -150,30 +227,43 @@ def run_train(cfg: Config, run_dir: Path, *, tracker: Any = None, progress: bool
                                "run `surrogate prepare` into this --out first")
     if not (store_dir / "store.h5").exists():
         raise SurrogateError(f"train: {store_dir / 'store.h5'} does not exist (run `surrogate prepare` first)")
+    inputs = [store_dir / "store.h5", store_dir / "transform.json"]
+    key = runfolder.stage_key("train", stage_settings(cfg, "train"), inputs, run_dir)
+    kept = _kept(run_dir, "train", key, continue_run=continue_run)
+    if kept:
+        return kept
     tracker = tracker or open_tracker(cfg, run_dir)
     t0 = time.perf_counter()
-    with stage_dir(run_dir, "train") as out, tracker.run("train") as mlrun:
-        mlrun.log_params({"domain": cfg.domain, "train": config_to_dict(cfg.train)})
-        (out / "config.yaml").write_text(dump_config(cfg))
-        say(f"train: {cfg.train.steps} steps, loss {cfg.train.loss} -> {out}")
-        result = train(cfg, store_dir, out, log_metrics=mlrun.log_metrics,
-                       evaluate=_in_training_evaluator(cfg, store_dir), progress=progress)
-        generator = export_generator(load_checkpoint(result.checkpoint), out / "generator.pt")
-        mlrun.log_artifact(generator, "model")
-        mlrun.log_artifact(out / "config.yaml")
-        metrics = {"steps": float(result.steps), "seconds": result.seconds,
-                   "steps_per_second": result.steps_per_second}
-        mlrun.log_metrics(metrics)
-        mlrun.set_tags({"device": result.device, "checkpoint": result.checkpoint})
-    return StageResult("train", out, time.perf_counter() - t0, metrics,
-                       {"checkpoint": result.checkpoint, "generator": generator}, mlrun.run_id)
+    with stage_dir(run_dir, "train", key) as folder:
+        out = folder.path
+        last = out / "checkpoints" / "last.pt"
+        if folder.resumed and last.is_file() and not cfg.train.resume:
+            # an interrupted attempt with the same settings and store: continue it bit for bit
+            cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, resume=str(last)))
+        with tracker.run("train") as mlrun:
+            mlrun.log_params({"domain": cfg.domain, "train": config_to_dict(cfg.train)})
+            (out / "config.yaml").write_text(dump_config(cfg))
+            say(f"train: {cfg.train.steps} steps, loss {cfg.train.loss} -> {out}"
+                + (f" (resuming from {last})" if cfg.train.resume == str(last) else ""))
+            result = train(cfg, store_dir, out, log_metrics=mlrun.log_metrics,
+                           evaluate=_in_training_evaluator(cfg, store_dir), progress=progress)
+            generator = export_generator(load_checkpoint(result.checkpoint), out / "generator.pt")
+            mlrun.log_artifact(generator, "model")
+            mlrun.log_artifact(out / "config.yaml")
+            metrics = {"steps": float(result.steps), "seconds": result.seconds,
+                       "steps_per_second": result.steps_per_second}
+            mlrun.log_metrics(metrics)
+            mlrun.set_tags({"device": result.device, "checkpoint": result.checkpoint})
+        return _finish(folder, StageResult("train", out, time.perf_counter() - t0, metrics,
+                                           {"checkpoint": last, "generator": generator}, mlrun.run_id))
 
 
-def run_generate(cfg: Config, run_dir: Path, *, tracker: Any = None, progress: bool = True) -> StageResult:
+def run_generate(cfg: Config, run_dir: Path, *, tracker: Any = None, progress: bool = True,
+                 continue_run: bool = False) -> StageResult:
     import numpy as np
 
     from surrogate.baselines import get_baseline
-    from surrogate.generation import Surrogate, read_conditions
+    from surrogate.generation import ExtrapolationWarning, Surrogate, read_conditions
     from surrogate.tracking import download_model
 
     domain = get_domain(cfg.domain)
@@ -206,9 +296,17 @@ def run_generate(cfg: Config, run_dir: Path, *, tracker: Any = None, progress: b
             raise SurrogateError(f"generate.baselines: {name} is fitted on {store_dir / 'store.h5'}, which does "
                                  "not exist (set generate.baseline_store to a prepare folder, or "
                                  "generate.baselines=[])")
+    inputs = [p for p in (None if from_mlflow else ckpt_path, cond_path) if p is not None]
+    if gcfg.baselines:  # the baselines are fitted on the store's train split
+        inputs += [store_dir / "store.h5"]
+    key = runfolder.stage_key("generate", stage_settings(cfg, "generate"), inputs, run_dir)
+    kept = _kept(run_dir, "generate", key, continue_run=continue_run)
+    if kept:
+        return kept
     tracker = tracker or open_tracker(cfg, run_dir)
     t0 = time.perf_counter()
-    with stage_dir(run_dir, "generate") as out, tracker.run("generate") as mlrun:
+    with stage_dir(run_dir, "generate", key) as folder, tracker.run("generate") as mlrun:
+        out = folder.path
         mlrun.log_params({"domain": cfg.domain, "generate": config_to_dict(gcfg)})
         if from_mlflow:
             ckpt_path = download_model(gcfg.checkpoint, out / "model", tracker.uri)
@@ -224,7 +322,12 @@ def run_generate(cfg: Config, run_dir: Path, *, tracker: Any = None, progress: b
             source = str(cond_path)
         path = out / "generated.h5"
         say(f"generate: {len(cond)} events from {ckpt_path} -> {path}")
-        blocks = sur.iter_generate(cond, seed=gcfg.seed, batch_size=gcfg.batch_size)
+        with warnings.catch_warnings(record=True) as caught:  # shown as one status line, not Python's two
+            warnings.simplefilter("always", ExtrapolationWarning)
+            blocks = sur.iter_generate(cond, seed=gcfg.seed, batch_size=gcfg.batch_size,
+                                       extrapolate=gcfg.extrapolate, where=cond_path or "generate.conditions")
+        for warning in caught:
+            _log.warning(f"generate: warning: {warning.message}")
         t_gen = time.perf_counter()
         domain.write_events(path, _progress(blocks, len(cond), gcfg.batch_size, progress, "generate"),
                             len(cond), {"generator": str(ckpt_path), "generator_step": sur.step,
@@ -238,7 +341,8 @@ def run_generate(cfg: Config, run_dir: Path, *, tracker: Any = None, progress: b
             metrics.update(_generate_baseline(name, domain, store_dir, cond, source, gcfg, out, mlrun, progress))
             outputs[f"baseline_{name}"] = out / f"baseline_{name}.h5"
         mlrun.log_metrics(metrics)
-    return StageResult("generate", out, time.perf_counter() - t0, metrics, outputs, mlrun.run_id)
+        return _finish(folder, StageResult("generate", out, time.perf_counter() - t0, metrics, outputs,
+                                           mlrun.run_id))
 
 
 def _generate_baseline(name: str, domain: Any, store_dir: Path, cond: Any, source: str, gcfg: Any, out: Path,
@@ -271,7 +375,8 @@ def _progress(blocks: Iterator[Any], total: int, batch: int, enabled: bool, desc
             bar.update(len(block[0]))
 
 
-def run_validate(cfg: Config, run_dir: Path, *, tracker: Any = None, progress: bool = True) -> StageResult:
+def run_validate(cfg: Config, run_dir: Path, *, tracker: Any = None, progress: bool = True,
+                 continue_run: bool = False) -> StageResult:
     from surrogate.validation import validate_files
 
     domain = get_domain(cfg.domain)
@@ -281,9 +386,17 @@ def run_validate(cfg: Config, run_dir: Path, *, tracker: Any = None, progress: b
                          "validate.reference", "run `surrogate prepare` first or set it")
     for path in (gen, ref):
         domain.check_file(path)
+    if cfg.validate.reference and not cfg.validate.accept_implausible:
+        # a reference brought from outside the run is checked as prepare checks its inputs
+        domain.check_plausible(ref, setting="validate.accept_implausible")
+    key = runfolder.stage_key("validate", stage_settings(cfg, "validate"), [gen, ref], run_dir)
+    kept = _kept(run_dir, "validate", key, continue_run=continue_run)
+    if kept:
+        return kept
     tracker = tracker or open_tracker(cfg, run_dir)
     t0 = time.perf_counter()
-    with stage_dir(run_dir, "validate") as out, tracker.run("validate") as mlrun:
+    with stage_dir(run_dir, "validate", key) as folder, tracker.run("validate") as mlrun:
+        out = folder.path
         mlrun.log_params({"domain": cfg.domain, "validate": config_to_dict(cfg.validate),
                           "generated": str(gen), "reference": str(ref)})
         say(f"validate: {gen} against {ref} -> {out}")
@@ -293,9 +406,9 @@ def run_validate(cfg: Config, run_dir: Path, *, tracker: Any = None, progress: b
         mlrun.set_tags({"verdict": "pass" if report.passed else "fail",
                         "failures": "; ".join(report.failures) or "none"})
         mlrun.log_artifacts(out)
-    return StageResult("validate", out, time.perf_counter() - t0, dict(report.metrics),
-                       {"report": Path(report.report_path)}, mlrun.run_id, report.passed,
-                       tuple(report.failures))
+        return _finish(folder, StageResult("validate", out, time.perf_counter() - t0, dict(report.metrics),
+                                           {"report": Path(report.report_path), "metrics": report.metrics_path},
+                                           mlrun.run_id, report.passed, tuple(report.failures)))
 
 
 RUNNERS = {"simulate": run_simulate, "prepare": run_prepare, "train": run_train,
@@ -304,15 +417,20 @@ RUNNERS = {"simulate": run_simulate, "prepare": run_prepare, "train": run_train,
 
 def run_all(cfg: Config, run_dir: Path, *, progress: bool = True,
             stages: tuple[str, ...] = STAGES) -> list[StageResult]:
-    """Every stage in order into one run folder, as nested MLflow runs under one parent run."""
+    """Every stage in order into one run folder, as nested MLflow runs under one parent run.
+
+    The folder may hold an earlier run: finished stages whose settings and inputs are unchanged are kept,
+    stale ones set aside and redone, interrupted ones resumed (module docstring).
+    """
     tracker = open_tracker(cfg, run_dir)
     results: list[StageResult] = []
     with tracker.run(f"run-{run_dir.name}", tags={"surrogate.run_dir": str(run_dir)}) as parent:
         parent.log_params({"domain": cfg.domain})
         parent.log_text(dump_config(cfg), "config.yaml")
         for stage in stages:
-            result = RUNNERS[stage](cfg, run_dir, tracker=tracker, progress=progress)
-            say(f"{stage}: done in {result.seconds:.1f} s")
+            result = RUNNERS[stage](cfg, run_dir, tracker=tracker, progress=progress, continue_run=True)
+            if not result.kept:
+                say(f"{stage}: done in {result.seconds:.1f} s")
             parent.log_metrics({f"{stage}_seconds": result.seconds})
             results.append(result)
         verdict = results[-1].passed

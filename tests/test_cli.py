@@ -126,3 +126,40 @@ def test_schema_constants_match_dataset2() -> None:
     geometry = schema.dataset2_geometry()
     assert (geometry.n_layers, geometry.n_alpha, geometry.n_r) == (45, 16, 9)
     assert geometry.r_edges_mm[1] == pytest.approx(4.65)
+
+
+def test_unexpected_error_is_exit_3_with_traceback_in_the_run_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A bug is not a verdict: exit 3 (not 1, FAIL), one line, the traceback kept in <out>/logs/."""
+    from surrogate import stages
+
+    def broken_stage(*_args: object, **_kwargs: object) -> None:
+        raise ZeroDivisionError("float division by zero")  # stands for a bug inside a stage
+
+    monkeypatch.setitem(stages.RUNNERS, "validate", broken_stage)
+    out_dir = tmp_path / "run"
+    code = main(["validate", str(QUICKSTART), "--quiet", "--out", str(out_dir)])
+    err = capsys.readouterr().err.strip()
+    assert code == 3
+    assert err.count("\n") == 0 and "Traceback" not in err
+    assert "unexpected error: ZeroDivisionError: float division by zero" in err
+    logs = list((out_dir / "logs").iterdir())
+    assert len(logs) == 1 and str(logs[0]) in err
+    text = logs[0].read_text()
+    assert "Traceback (most recent call last)" in text and "broken_stage" in text
+    assert sorted(p.name for p in out_dir.iterdir()) == ["logs"], "no stage output is left behind"
+    # A crashed folder holding only logs can be run into again.
+    monkeypatch.setitem(stages.RUNNERS, "simulate", broken_stage)
+    assert main(["run", str(QUICKSTART), "--quiet", "--out", str(out_dir)]) == 3
+    assert len(list((out_dir / "logs").iterdir())) == 2
+    assert sorted(p.name for p in out_dir.iterdir()) == ["logs"], "the tracking store it opened is gone too"
+
+
+def test_makefile_quickstart_accepts_fail_but_not_a_crash() -> None:
+    """`make quickstart` treats exit 1 (a FAIL verdict) as a finished run; any other non-zero code fails it."""
+    recipe = (Path(__file__).parents[1] / "Makefile").read_text().split("\nquickstart:")[1].split("\n\n")[0]
+    line = next(x.strip() for x in recipe.splitlines() if "surrogate run" in x)
+    for code, ok in ((0, True), (1, True), (2, False), (3, False), (130, False)):
+        shell = line.replace("$(BIN)/surrogate run configs/calorimeter/quickstart.yaml", f"(exit {code})")
+        shell = shell.replace("$$", "$")
+        assert (subprocess.run(["bash", "-c", shell]).returncode == 0) is ok, (code, shell)

@@ -138,7 +138,7 @@ def test_surrogate_load_reproduces_the_layout(finished_run: tuple[Path, str, int
 
     run_dir, _, _ = finished_run
     sim = surrogate.load(run_dir / "train/generator.pt", device="cpu")
-    e_inc = np.array([1000.0, 1500.0, 2000.0], dtype=np.float32)
+    e_inc = np.array([1200.0, 1500.0, 1800.0], dtype=np.float32)  # inside the 1-2 GeV training range
     showers = sim.generate(e_inc, seed=7)
     assert showers.shape == (3, 6480) and showers.dtype == np.float32
     np.testing.assert_array_equal(showers, sim.generate(e_inc, seed=7))
@@ -280,4 +280,37 @@ def test_unphysical_incident_energies_are_refused(finished_run: tuple[Path, str,
     assert not out.exists()
     sim = surrogate.load(run_dir / "train/generator.pt", device="cpu")
     with pytest.raises(InputError, match="at event 1"):
-        sim.generate(np.array([1000.0, float(energy.replace(".nan", "nan"))], dtype=np.float32))
+        sim.generate(np.array([1500.0, float(energy.replace(".nan", "nan"))], dtype=np.float32))
+
+
+def test_conditions_outside_the_training_range_are_refused_unless_extrapolating(
+        finished_run: tuple[Path, str, int], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """50 GeV from a model trained on 1-2 GeV: an error naming the range; a warning when asked for."""
+    import surrogate
+    from surrogate.errors import InputError
+    from surrogate.generation import ExtrapolationWarning
+
+    run_dir, uri, _ = finished_run
+    with h5py.File(run_dir / "prepare/reference_test.h5") as f:
+        assert f["incident_energies"][:].max() <= 2000.0
+    generator = run_dir / "train/generator.pt"
+    base = ["generate", str(QUICKSTART), "--out", str(tmp_path / "gen"), "--tracking-uri", uri,
+            "--set", f"generate.checkpoint={generator}", "--set", "generate.conditions=[1500.0, 50000.0]"]
+    assert main([*base, "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0
+    assert err.startswith("surrogate generate: error: generate.conditions: 1 of 2 conditions outside the "
+                          "training range of the incident energy [MeV], 1")
+    assert "(first: 50000 at event 1); set generate.extrapolate=true" in err
+    assert not (tmp_path / "gen").exists()
+    # Asked for: the showers are written, with one warning line (shown even with --quiet).
+    assert main([*base, "--quiet", "--set", "generate.extrapolate=true"]) == 0
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "generate: warning:" in err and "extrapolating" in err
+    with h5py.File(tmp_path / "gen/generate/generated.h5") as f:
+        assert f["showers"].shape == (2, 6480)
+    sim = surrogate.load(generator, device="cpu")
+    with pytest.raises(InputError, match="outside the training range"):
+        sim.generate(np.array([50000.0], dtype=np.float32))
+    with pytest.warns(ExtrapolationWarning, match="50000"):
+        assert sim.generate(np.array([50000.0], dtype=np.float32), extrapolate=True).shape == (1, 6480)

@@ -117,7 +117,7 @@ def prepare_store(domain: Domain, cfg: PrepareConfig, inputs: tuple[str, ...], o
     done = False
     try:
         batch = 2 * _parallelism()
-        transform = _fit_and_check(domain, events, batch, progress)
+        transform = _fit_and_check(domain, events, batch, progress, accept_implausible=cfg.accept_implausible)
         sources = json.dumps([str(Path(p).resolve()) for p in events.sources])
         provenance = {"seed": cfg.seed, "sources": sources}
         attrs = {"domain": domain.name, "transform": transform.name, "n_features": domain.n_features,
@@ -189,8 +189,13 @@ def _bar(progress: bool, total: int, desc: str) -> Any:
     return tqdm(total=total, desc=desc, unit="block", file=sys.stderr, disable=not progress)
 
 
-def _fit_and_check(domain: Domain, events: LazyEvents, batch: int, progress: bool) -> Transform:
-    """Pass 1: the transform's statistics and the value check from the same reads, batch by batch."""
+def _fit_and_check(domain: Domain, events: LazyEvents, batch: int, progress: bool, *,
+                   accept_implausible: bool) -> Transform:
+    """Pass 1: the transform's statistics and the value check from the same reads, batch by batch.
+
+    Bad values fail on the first bad batch; the plausibility rules, some of which count over the whole
+    input, are applied once all of it has been read (unless ``accept_implausible``).
+    """
     fit = domain.fit_transform_lazy(events)
     check = domain.check_values(events)
     rows = []
@@ -202,6 +207,8 @@ def _fit_and_check(domain: Domain, events: LazyEvents, batch: int, progress: boo
             domain.raise_bad_values(np.concatenate(rows), events)
             fit.update(stats)
             bar.update(stop - start)
+    if not accept_implausible:
+        domain.raise_implausible(np.concatenate(rows), events, setting="prepare.accept_implausible")
     return fit.finish()
 
 

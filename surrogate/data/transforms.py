@@ -61,6 +61,10 @@ class Transform(Protocol):
         """JSON-ready parameters, including ``"name"``."""
         ...
 
+    def condition_range(self) -> tuple[np.ndarray, np.ndarray]:
+        """(lowest, highest) physical condition per column, (n_cond,) each: the range the fit saw."""
+        ...
+
 
 class LazyFit(Protocol):
     """A fit over ``n_blocks`` event blocks, computed a few blocks at a time.
@@ -173,6 +177,9 @@ class LogRatioTransform:
         span = np.log(self.e_max_mev) - lo
         # A single incident energy has no spread: every event gets c = -1 rather than a division by 0.
         return float(lo), float(span) if span > 0 else 1.0
+
+    def condition_range(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.array([self.e_min_mev]), np.array([self.e_max_mev])
 
     def forward_cond(self, cond: np.ndarray) -> np.ndarray:
         """(N, 1) incident energy in MeV -> (N, 1) float32 in [-1, 1] over the fitted energy range."""

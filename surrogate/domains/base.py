@@ -69,6 +69,14 @@ class Domain(Protocol):
 
     def raise_bad_values(self, result: Any, events: LazyEvents) -> None: ...
 
+    def raise_implausible(self, result: Any, events: LazyEvents, *, setting: str) -> None:
+        """Raise an InputError if the whole input's ``check_values`` result breaks a plausibility rule
+        (finite values that are still wrong: units, energy far above the condition, absurd magnitudes).
+        ``setting`` names the config switch that accepts such a file on purpose."""
+
+    def check_plausible(self, path: str | Path, *, setting: str) -> None:
+        """check_values + raise_bad_values + raise_implausible over one file, out of core."""
+
     def write_events(self, path: Path, chunks: Any, n_events: int, attrs: Mapping[str, Any]) -> None:
         """Stream ``(data, cond)`` numpy blocks into ``path`` in the domain's native layout."""
 

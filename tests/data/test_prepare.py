@@ -291,3 +291,18 @@ def test_distributed_bad_value_is_an_input_error(cluster: None, tmp_path: Path, 
     with pytest.raises(InputError, match=r"bad\.h5: .*NaN or inf .*event 211"):
         prepare_store(DOMAIN, PrepareConfig(chunk_events=100), (str(bad),), tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_implausible_input_is_refused_unless_accepted(tmp_path: Path, showers_600: Showers,
+                                                      make_file: Callable[..., Path]) -> None:
+    """Incident energies written in GeV: finite, positive, and wrong. Refused by default, named, nothing left."""
+    showers, e_inc = showers_600
+    bad = make_file("gev.h5", showers, e_inc / 1000.0)
+    out = tmp_path / "out"
+    with pytest.raises(InputError, match="600 of 600 incident energies below 100 MeV: they look like GeV") as info:
+        run_prepare((bad,), out, chunk_events=128)
+    assert str(info.value).startswith(f"{bad}: incident_energies: ")
+    assert "--set prepare.accept_implausible=true" in str(info.value)
+    assert not out.exists()
+    summary = run_prepare((bad,), out, chunk_events=128, accept_implausible=True)
+    assert summary["n_events"] == 600 and summary["e_max_mev"] == pytest.approx(float(e_inc.max()) / 1000, rel=1e-6)

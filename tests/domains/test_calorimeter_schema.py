@@ -92,14 +92,87 @@ def test_check_file_names_file_field_and_problem(tmp_path: Path, datasets: dict[
 
 def test_bad_value_counts_finds_the_first_bad_event_and_counts() -> None:
     data, e_inc = showers(6)
-    assert schema.bad_value_counts(data, e_inc).tolist() == [[-1, 0, 0]]
+    # E_tot = 6480 x 0.7 x 5 MeV = 22.7 GeV: against E_inc = 1 GeV (event 3) a response of ~23, against
+    # the others (uniform in 1 GeV - 1 TeV) mostly below 0.1
+    e_inc[3, 0] = 1000.0
+    response = data.sum(axis=1) / e_inc[:, 0]
+    n_low = int((response < 0.1).sum())
+    assert 0 < n_low < 6 and response[3] > 20 and (response[:3] < 2).all()
+    assert schema.bad_value_counts(data, e_inc).tolist() == [[-1, 0, 0, 6, 0, n_low, 3, -1]]
     data[4, 10] = np.nan
     data[4, 11] = np.inf
     data[2, 0] = -1.0
     e_inc[5, 0] = 0.0
     e_inc[3, 0] = -5.0
     # first bad event is 2; two non-finite values; negatives: one voxel, one energy, plus one zero energy
-    assert schema.bad_value_counts(data, e_inc).tolist() == [[2, 2, 3]]
+    assert schema.bad_value_counts(data, e_inc).tolist()[0][:4] == [2, 2, 3, 6]
+
+
+def _plausible(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Showers whose voxels sum to 0.9-1.1 x a 1-10 GeV incident energy, MeV float32."""
+    rng = np.random.default_rng(seed)
+    e_inc = np.exp(rng.uniform(np.log(1e3), np.log(1e4), (n, 1)))
+    shape = rng.dirichlet(np.ones(GEOMETRY.n_voxels), n)
+    return (shape * e_inc * rng.uniform(0.9, 1.1, (n, 1))).astype(np.float32), e_inc.astype(np.float32)
+
+
+@pytest.mark.parametrize(("mistake", "field", "problem"), [
+    ("e_inc_in_gev", "incident_energies", "look like GeV"),
+    ("both_in_gev", "incident_energies", "look like GeV"),
+    ("showers_in_gev", "showers", "voxels in GeV, or Si deposits not divided"),
+    ("raw_si_deposits", "showers", "voxels in GeV, or Si deposits not divided"),
+    ("one_event_5x", "showers", "above 2 x the incident energy at event 13"),
+    ("absurd", "showers/incident_energies", "above 1e[+]08 MeV .100 TeV. at event 7"),
+], ids=lambda x: x if isinstance(x, str) and " " not in x else "")
+def test_plausibility_rules_catch_the_usual_mistakes(mistake: str, field: str, problem: str) -> None:
+    data, e_inc = _plausible(20)
+    assert schema.implausibility(schema.bad_value_counts(data, e_inc)) is None
+    if mistake in ("e_inc_in_gev", "both_in_gev"):
+        e_inc = e_inc / 1e3
+        data = data / 1e3 if mistake == "both_in_gev" else data
+    elif mistake == "showers_in_gev":
+        data = data / 1e3
+    elif mistake == "raw_si_deposits":
+        data = data * 0.032
+    elif mistake == "one_event_5x":
+        data[13] *= 5.0
+    elif mistake == "absurd":
+        e_inc[7] = 1e33
+        data[7] *= 1e30
+    # Two blocks of 10 events: the rules combine them and name events by their global index.
+    counts = np.concatenate([schema.bad_value_counts(data[:10], e_inc[:10]),
+                             schema.bad_value_counts(data[10:], e_inc[10:])])
+    found = schema.implausibility(counts, np.array([0, 10]))
+    assert found is not None
+    assert found[0] == field
+    assert __import__("re").search(problem, found[1]), found[1]
+
+
+def test_units_attribute_is_honoured_and_unknown_units_refused(tmp_path: Path) -> None:
+    data, e_inc = _plausible(12)
+    path = raw_file(tmp_path / "gev.h5", incident_energies=e_inc / 1e3, showers=data / 1e3)
+    with h5py.File(path, "a") as f:
+        f["incident_energies"].attrs["units"] = "GeV"
+        f["showers"].attrs["units"] = "GeV"
+    showers_mev, e_mev = DOMAIN.read_events(path)
+    np.testing.assert_allclose(e_mev, e_inc, rtol=1e-6)
+    np.testing.assert_allclose(showers_mev, data, rtol=1e-6, atol=1e-9)
+    lazy = DOMAIN.open_lazy((str(path),), 5)
+    np.testing.assert_allclose(lazy.cond.compute(), e_inc, rtol=1e-6)
+    DOMAIN.check_plausible(path, setting="validate.accept_implausible")  # in MeV after the units: fine
+    with h5py.File(path, "a") as f:
+        f["showers"].attrs["units"] = "ADC counts"
+    with pytest.raises(InputError, match=r"showers.attrs\['units'\]: 'ADC counts'; expected one of MeV"):
+        schema.check_file(path, GEOMETRY)
+
+
+def test_check_plausible_names_the_file_and_the_switch(tmp_path: Path) -> None:
+    data, e_inc = _plausible(30)
+    path = raw_file(tmp_path / "gev.h5", incident_energies=e_inc / 1e3, showers=data)
+    with pytest.raises(InputError, match="30 of 30 incident energies below 100 MeV") as info:
+        DOMAIN.check_plausible(path, setting="validate.accept_implausible")
+    assert str(info.value).startswith(f"{path}: incident_energies: ")
+    assert str(info.value).endswith("(to use it as it is: --set validate.accept_implausible=true)")
 
 
 def test_lazy_value_check_reports_global_event_index(tmp_path: Path) -> None:
@@ -109,7 +182,7 @@ def test_lazy_value_check_reports_global_event_index(tmp_path: Path) -> None:
     schema.write_file(path, [(data, e_inc)], 40, GEOMETRY, {})
     events = DOMAIN.open_lazy((str(path),), chunk_events=8)
     result = DOMAIN.check_values(events).compute(scheduler="synchronous")
-    assert result.shape == (5, 3) and result[4].tolist() == [1, 1, 0]  # block 4 holds events 32-39
+    assert result.shape == (5, 8) and result[4].tolist()[:3] == [1, 1, 0]  # block 4 holds events 32-39
     with pytest.raises(InputError, match="event 33 of the inputs") as info:
         DOMAIN.raise_bad_values(result, events)
     assert info.value.path == str(path)

@@ -88,10 +88,17 @@ def test_file_attributes_and_threshold(pair: dict[int, Path]) -> None:
     assert attrs["physics_list"] == "em_datafree" and attrs["seed"] == 7
     assert str(attrs["geant4_version"]).startswith("geant4-11-04")
     assert "not identical" in str(attrs["note"])
-    # Measured sampling fraction = sum(Si) / sum(E_inc): the rescaled sample sums to its beam energy.
+    # The sampling fraction is measured as sum(Si) / sum(E_inc) over this very sample, so the rescaled
+    # sample summing to its beam energy would prove nothing. Check it against physics instead: a minimum
+    # ionising particle deposits in 0.3 mm Si / (0.3 mm Si + 1.4 mm W) the fraction
+    # 0.3 x 3.876 / (0.3 x 3.876 + 1.4 x 22.10) = 0.0362 (PDG dE/dx_min: Si 1.664 MeV cm2/g x 2.329 g/cm3,
+    # W 1.145 x 19.30); electromagnetic showers in high-Z sampling calorimeters give e/mip ~ 0.8-0.95
+    # (soft photons are absorbed in the W before reaching the Si; Wigmans, Calorimetry, ch. 3).
     sf = float(attrs["sampling_fraction"])  # type: ignore[arg-type]
-    assert 0.028 < sf < 0.036
-    assert showers.sum() == pytest.approx(e_inc.sum(), rel=2e-3)  # only sub-threshold cells are lost
+    mip_fraction = 0.3 * 1.664 * 2.329 / (0.3 * 1.664 * 2.329 + 1.4 * 1.145 * 19.30)
+    assert 0.80 < sf / mip_fraction < 0.95, sf / mip_fraction
+    # The threshold loses only cells below 15.15 keV: a sliver of the visible energy, never a gain.
+    assert 0.99 * e_inc.sum() < showers.sum() <= e_inc.sum() * (1 + 1e-6)
     nonzero = showers[showers > 0]
     assert nonzero.min() >= schema.THRESHOLD_MEV
     assert schema.check_file(pair[1], GEOMETRY) == 20
@@ -135,9 +142,9 @@ class _Physics:
     mean_layer: np.ndarray  # (N,) energy-weighted mean readout layer per shower
 
 
-def _physics_at(energy_mev: float, n: int, out: Path, seed: int) -> _Physics:
+def _physics_at(energy_mev: float, n: int, out: Path, seed: int, sampling_fraction: float = 0.0) -> _Physics:
     cfg = SimulateConfig(n_events=n, e_min_mev=energy_mev, e_max_mev=energy_mev, n_workers=2, shard_events=10,
-                         seed=seed)
+                         seed=seed, sampling_fraction=sampling_fraction)
     summary = simulate(cfg, out, GEOMETRY, progress=False)
     showers, _, _ = _read(out)
     total = showers.sum(axis=1)
@@ -149,8 +156,13 @@ def _physics_at(energy_mev: float, n: int, out: Path, seed: int) -> _Physics:
 def test_physics_at_2_and_8_gev(tmp_path: Path) -> None:
     """Sampling fraction, resolution ~ 1/sqrt(E), shower maximum ~ ln E, containment, on 60 + 40 showers."""
     low = _physics_at(2000.0, 60, tmp_path / "2gev.h5", seed=1)
-    high = _physics_at(8000.0, 40, tmp_path / "8gev.h5", seed=2)
-    assert abs(low.summary["sampling_fraction"] / high.summary["sampling_fraction"] - 1) < 0.04
+    # The 8 GeV sample is rescaled by the sampling fraction measured at 2 GeV, so its response is a
+    # measurement (a sample rescaled by its own fraction has response 1 by construction): a linear
+    # calorimeter gives 1 within the spread of the fractions (W/Si: flat within a few % from 1 to 8 GeV).
+    high = _physics_at(8000.0, 40, tmp_path / "8gev.h5", seed=2,
+                       sampling_fraction=low.summary["sampling_fraction"])
+    assert high.summary["mean_response"] == pytest.approx(1.0, abs=0.04)
+    assert low.summary["mean_response"] == pytest.approx(1.0, abs=0.01)  # the threshold's loss only
     # Stochastic term: sigma/E ratio sqrt(8/2) = 2; the estimate of each sigma carries ~10% error here.
     ratio = low.resolution / high.resolution
     assert 1.4 < ratio < 2.9, ratio
@@ -159,7 +171,6 @@ def test_physics_at_2_and_8_gev(tmp_path: Path) -> None:
     assert 0.7 < slope < 1.8, slope
     for result in (low, high):
         assert result.summary["mean_containment"] > 0.99
-        assert result.summary["mean_response"] == pytest.approx(1.0, abs=0.01)
         assert 3 < result.mean_layer.mean() < 15
 
 

@@ -70,6 +70,7 @@ class Calorimeter:
         self.geometry = schema.dataset2_geometry()
         self.n_features = self.geometry.n_voxels
         self.n_cond = 1
+        self.condition_labels = ("the incident energy [MeV]",)  # one per condition column
         # voxels are (layer, alpha, r) with layer slowest: the contiguous groups are the layers
         self.critic_feature_groups = self.geometry.n_layers
 
@@ -99,8 +100,10 @@ class Calorimeter:
             raise InputError("prepare.inputs", None, "no input files given")
         for p in paths:
             schema.check_file(p, self.geometry)
-        data = da.concatenate([lazy_dataset(p, schema.SHOWERS, chunk_events) for p in paths])
-        cond = da.concatenate([lazy_dataset(p, schema.INCIDENT, chunk_events) for p in paths])
+        data = da.concatenate([_in_mev(lazy_dataset(p, schema.SHOWERS, chunk_events), p, schema.SHOWERS)
+                               for p in paths])
+        cond = da.concatenate([_in_mev(lazy_dataset(p, schema.INCIDENT, chunk_events), p, schema.INCIDENT)
+                               for p in paths])
         cond = cond.rechunk((data.chunks[0], 1))
         return LazyEvents(data=data.astype(np.float32), cond=cond.astype(np.float32), sources=tuple(paths))
 
@@ -108,17 +111,34 @@ class Calorimeter:
         import dask.array as da
 
         return da.map_blocks(schema.bad_value_counts, events.data, events.cond, dtype=np.int64,
-                             chunks=((1,) * events.data.numblocks[0], (3,)))
+                             chunks=((1,) * events.data.numblocks[0], (len(schema.VALUE_COLUMNS),)))
 
     def raise_bad_values(self, result: np.ndarray, events: LazyEvents) -> None:
         offsets = np.cumsum((0,) + events.data.chunks[0])
-        for block, (first, n_nonfinite, _n_negative) in enumerate(result):
+        for block, (first, n_nonfinite, _n_negative, *_plausibility) in enumerate(result):
             if first >= 0:
                 index = int(offsets[block] + first)
                 what = "NaN or inf" if n_nonfinite else "negative (or zero incident) energies"
                 raise InputError(_source_of(index, events), f"{schema.SHOWERS}/{schema.INCIDENT}",
                                  f"{what} (first at event {index} of the inputs); "
                                  "expected finite energies >= 0 MeV")
+
+    def raise_implausible(self, result: np.ndarray, events: LazyEvents, *, setting: str) -> None:
+        """Apply the plausibility rules (schema.implausibility) to the whole input's value-check rows.
+
+        ``setting``: the config switch that accepts such a file on purpose, named in the error.
+        """
+        problem = schema.implausibility(result, np.cumsum((0,) + events.data.chunks[0])[:-1])
+        if problem is not None:
+            field, what = problem
+            raise InputError(_source_of(0, events), field, f"{what} (to use it as it is: --set {setting}=true)")
+
+    def check_plausible(self, path: str | Path, *, setting: str) -> None:
+        """The value check and plausibility rules over a whole file, out of core (a few chunks at a time)."""
+        events = self.open_lazy((str(path),), 4096)
+        result = np.asarray(self.check_values(events).compute(scheduler="threads"))
+        self.raise_bad_values(result, events)
+        self.raise_implausible(result, events, setting=setting)
 
     def write_events(self, path: Path, chunks: Iterable[tuple[np.ndarray, np.ndarray]], n_events: int,
                      attrs: Mapping[str, Any]) -> None:
@@ -132,6 +152,10 @@ class Calorimeter:
         with open_h5(path) as f:
             showers = np.asarray(f[schema.SHOWERS][:n], dtype=np.float32)
             e_inc = np.asarray(f[schema.INCIDENT][:n], dtype=np.float32)
+            for values, name in ((showers, schema.SHOWERS), (e_inc, schema.INCIDENT)):
+                scale = schema.mev_per_unit(f[name], path)
+                if scale != 1.0:
+                    values *= np.float32(scale)
         if not (np.isfinite(showers).all() and np.isfinite(e_inc).all()):
             raise InputError(path, schema.SHOWERS, "NaN or inf energies; expected finite energies >= 0 MeV")
         if (showers < 0).any() or (e_inc <= 0).any():
@@ -175,6 +199,15 @@ class Calorimeter:
         from surrogate.domains.calorimeter.features import flat_observables
 
         return flat_observables(data, cond)
+
+
+def _in_mev(values: Any, path: str, name: str) -> Any:
+    """A lazy dataset in MeV: scaled by its ``units`` attribute (schema.UNITS_TO_MEV) when that is not MeV."""
+    from surrogate.data.hdf5 import open_h5
+
+    with open_h5(path) as f:
+        scale = schema.mev_per_unit(f[name], path)
+    return values if scale == 1.0 else values * np.float32(scale)
 
 
 def _source_of(index: int, events: LazyEvents) -> str:

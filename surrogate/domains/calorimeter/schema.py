@@ -23,6 +23,19 @@ INCIDENT = "incident_energies"  # (N, 1) MeV
 SHOWERS = "showers"  # (N, n_voxels) MeV
 THRESHOLD_MEV = 15.15e-3  # readout threshold of datasets 2 and 3 (CaloChallenge)
 CHALLENGE_SAMPLING_FRACTION = 0.033  # what the challenge divided Si deposits by
+# A dataset's ``units`` attribute, when present, is honoured: values are multiplied by this to give MeV.
+# The challenge's files carry none (MeV by definition); the files we write say "MeV".
+UNITS_TO_MEV = {"MeV": 1.0, "GeV": 1e3, "keV": 1e-3, "TeV": 1e6}
+
+
+def mev_per_unit(ds: Any, path: str | Path) -> float:
+    """The factor from a dataset's values to MeV, read from its ``units`` attribute (none = MeV)."""
+    units = ds.attrs.get("units", "MeV")
+    units = units.decode() if isinstance(units, bytes) else str(units)
+    if units not in UNITS_TO_MEV:
+        raise InputError(path, f"{ds.name.lstrip('/')}.attrs['units']",
+                         f"{units!r}; expected one of {', '.join(UNITS_TO_MEV)} (or no units attribute: MeV)")
+    return UNITS_TO_MEV[units]
 
 
 @dataclass(frozen=True)
@@ -79,21 +92,88 @@ def check_file(path: str | Path, geometry: Geometry) -> int:
         for ds in (inc, sh):
             if ds.dtype.kind != "f":
                 raise InputError(path, ds.name.lstrip("/"), f"dtype {ds.dtype}, expected floating point MeV")
+            mev_per_unit(ds, path)
         return int(sh.shape[0])
 
 
-def bad_value_counts(showers: np.ndarray, e_inc: np.ndarray) -> np.ndarray:
-    """Per block: [first bad event index or -1, n_nan_or_inf, n_negative] for showers and energies.
+# Plausibility rules for files in MeV (README "Plausibility checks"). Each catches a mistake physicists make:
+# - GeV written where MeV is expected: the CaloChallenge's lowest incident energy is 256 MeV (dataset 1), and
+#   1 GeV - 1 TeV written in GeV reads as 1-1000 "MeV"; so: most incident energies below 100 MeV.
+GEV_SUSPECT_MEV = 100.0
+# - showers in GeV (with incident energies in MeV), or raw sampled deposits never divided by the sampling
+#   fraction (~0.03): E_tot / E_inc near 0.001 or 0.03 in most events, where calorimeters give ~1.
+LOW_RESPONSE = 0.1
+# - more energy deposited than came in: E_tot > 2 E_inc is > 7 standard deviations of the resolution even at
+#   1 GeV (13 %), so it is a unit or bookkeeping error in a single event.
+HIGH_RESPONSE = 2.0
+# - absurd magnitudes: above 100 TeV (beyond any accelerator's beam) in an incident energy or one voxel.
+ABSURD_MEV = 1e8
+# Columns of bad_value_counts, one row per block (the last five are the plausibility counts).
+VALUE_COLUMNS = ("first_bad", "n_nonfinite", "n_negative", "n_events", "n_gev_suspect", "n_low_response",
+                 "first_high_response", "first_absurd")
 
+
+def bad_value_counts(showers: np.ndarray, e_inc: np.ndarray) -> np.ndarray:
+    """Per block, the counts named by VALUE_COLUMNS: (1, 8) int64.
+
+    first_bad: first event with NaN/inf or a negative energy (or a zero incident energy), -1 if none;
+    n_nonfinite, n_negative: how many such values; then the plausibility counts: events in the block,
+    incident energies below GEV_SUSPECT_MEV, events with E_tot / E_inc below LOW_RESPONSE, and the first
+    event (or -1) with E_tot / E_inc above HIGH_RESPONSE and with a value above ABSURD_MEV.
     Used lazily with dask so that the value check rides along the transform's fitting pass.
     """
-    both = np.concatenate([e_inc.reshape(len(e_inc), -1), showers], axis=1)
+    e = np.asarray(e_inc, dtype=np.float64).reshape(len(e_inc), -1)
+    both = np.concatenate([e, showers], axis=1)
     nonfinite = ~np.isfinite(both)
     negative = both < 0
     negative[:, 0] |= both[:, 0] == 0  # an incident energy must be positive
     bad = (nonfinite | negative).any(axis=1)
-    first = int(np.argmax(bad)) if bad.any() else -1
-    return np.array([[first, int(nonfinite.sum()), int(negative.sum())]], dtype=np.int64)
+    with np.errstate(all="ignore"):  # bad values are reported by the columns above, not here
+        response = np.asarray(showers, dtype=np.float64).sum(axis=1) / e[:, 0]
+        absurd = np.asarray((both > ABSURD_MEV).any(axis=1))
+    high = response > HIGH_RESPONSE
+
+    def first(mask: np.ndarray) -> int:
+        return int(np.argmax(mask)) if mask.any() else -1
+
+    return np.array([[first(bad), int(nonfinite.sum()), int(negative.sum()), len(e),
+                      int((e[:, 0] < GEV_SUSPECT_MEV).sum()), int((response < LOW_RESPONSE).sum()),
+                      first(high), first(absurd)]], dtype=np.int64)
+
+
+def implausibility(counts: np.ndarray, offsets: np.ndarray | None = None) -> tuple[str, str] | None:
+    """(field, problem) of the first plausibility rule that ``counts`` (rows of bad_value_counts) break.
+
+    ``offsets``: the global index of each row's first event (to name events); None = one row from event 0.
+    """
+    counts = np.atleast_2d(counts)
+    starts = np.zeros(len(counts), dtype=np.int64) if offsets is None else offsets
+    col = {name: i for i, name in enumerate(VALUE_COLUMNS)}
+
+    def first_event(column: str) -> int | None:
+        rows = np.flatnonzero(counts[:, col[column]] >= 0)
+        return int(starts[rows[0]] + counts[rows[0], col[column]]) if len(rows) else None
+
+    # Ordered so that the most telling explanation comes first: GeV incident energies also make every
+    # response huge, but "they look like GeV" is what the user needs to hear.
+    absurd = first_event("first_absurd")
+    if absurd is not None:
+        return f"{SHOWERS}/{INCIDENT}", f"an energy above {ABSURD_MEV:.0e} MeV (100 TeV) at event {absurd}"
+    n = int(counts[:, col["n_events"]].sum())
+    n_gev = int(counts[:, col["n_gev_suspect"]].sum())
+    if n and n_gev > n / 2:
+        return INCIDENT, (f"{n_gev} of {n} incident energies below {GEV_SUSPECT_MEV:g} MeV: they look like GeV; "
+                          "expected MeV (multiply by 1000, or set the dataset's units attribute to GeV)")
+    n_low = int(counts[:, col["n_low_response"]].sum())
+    if n and n_low > n / 2:
+        return SHOWERS, (f"{n_low} of {n} showers deposit under {LOW_RESPONSE:g} x their incident energy: "
+                         "voxels in GeV, or Si deposits not divided by the sampling fraction? expected MeV "
+                         "of deposited energy")
+    high = first_event("first_high_response")
+    if high is not None:
+        return SHOWERS, (f"a total deposited energy above {HIGH_RESPONSE:g} x the incident energy at event "
+                         f"{high}; expected energies in MeV that conserve energy")
+    return None
 
 
 def _whole_chunks(blocks: Iterable[tuple[np.ndarray, np.ndarray]],

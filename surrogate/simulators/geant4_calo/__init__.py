@@ -35,7 +35,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import h5py
 import numpy as np
 
 from surrogate.domains.calorimeter import schema
@@ -66,9 +65,14 @@ def simulate(cfg: SimulateConfig, out_path: Path, geometry: Geometry, *,
     """Simulate ``cfg.n_events`` showers and write them to ``out_path`` in the CaloChallenge layout.
 
     Incident energies (N, 1) MeV are log-uniform in [e_min_mev, e_max_mev]; showers (N, 6480) MeV.
-    Returns n_events, sampling_fraction, cpu_seconds (summed over workers), wall_seconds,
-    ms_per_shower (CPU), mean_containment (mean of deposit in W + Si over E_inc: what the calorimeter
-    absorbs) and mean_response (mean of sum(voxels) / E_inc after the threshold).
+    Returns n_events, sampling_fraction, cpu_seconds (summed over workers and shards),
+    wall_seconds, ms_per_shower (CPU), mean_containment (mean of deposit in W + Si over E_inc: what the
+    calorimeter absorbs), mean_response (mean of sum(voxels) / E_inc after the threshold) and
+    resumed_showers (showers of shards kept from an interrupted earlier call).
+
+    Every finished shard is kept on disk beside ``out_path`` (``.<name>.shards/``) until the file is
+    written: a call that is killed or interrupted loses at most the shards in flight, and the next call
+    with the same settings resumes at the next shard. The file is the same, byte for byte.
     """
     start = time.perf_counter()
     out_path = Path(out_path)
@@ -77,35 +81,98 @@ def simulate(cfg: SimulateConfig, out_path: Path, geometry: Geometry, *,
         raise OutputExistsError(out_path)
     shards = [_Shard(i, energies, seed) for i, (energies, seed) in
               enumerate(_plan(cfg.n_events, cfg.shard_events, cfg.seed, cfg.e_min_mev, cfg.e_max_mev))]
+    store = _ShardStore(out_path.with_name(f".{out_path.name}.shards"), _shard_key(cfg))
+    todo = [s for s in shards if not store.has(s.index)]
+    kept = cfg.n_events - sum(len(s.e_inc_mev) for s in todo)
+    try:
+        with _Workers(cfg) as pool:
+            attrs = _attrs(cfg, pool.geant4_version)
+            for shard, result in pool.map_ordered(todo, progress=progress, done=kept):
+                store.save(shard, result)
+    except BaseException:
+        store.remove_if_empty()  # finished shards stay for the next call; an empty folder does not
+        raise
+    # Two passes over the kept shards: the totals (and the measured sampling fraction), then the file.
     totals = _Totals()
-    with _Workers(cfg) as pool:
-        attrs = _attrs(cfg, pool.geant4_version)
-        results = pool.map_ordered(shards, progress=progress)
-        if cfg.sampling_fraction > 0:
-            attrs["sampling_fraction"] = cfg.sampling_fraction
-            blocks = _voxel_blocks(_raw_blocks(results, totals), cfg.sampling_fraction, totals)
-            schema.write_file(out_path, blocks, cfg.n_events, geometry, attrs)
-            sampling_fraction = cfg.sampling_fraction
-        else:
-            scratch = out_path.with_name(f".{out_path.name}.{os.getpid()}.si.partial")
-            try:
-                _write_scratch(scratch, _raw_blocks(results, totals), cfg.n_events)
-                sampling_fraction = totals.si_mev / totals.e_inc_mev
-                attrs["sampling_fraction"] = sampling_fraction
-                schema.write_file(out_path, _voxel_blocks(_read_scratch(scratch), sampling_fraction, totals),
-                                  cfg.n_events, geometry, attrs)
-            finally:
-                scratch.unlink(missing_ok=True)
+    for _ in _raw_blocks(store.iter(shards), totals):
+        pass
+    sampling_fraction = cfg.sampling_fraction or totals.si_mev / totals.e_inc_mev
+    attrs["sampling_fraction"] = sampling_fraction
+    schema.write_file(out_path, _voxel_blocks(_raw_blocks(store.iter(shards), _Totals()), sampling_fraction,
+                                              totals), cfg.n_events, geometry, attrs)
+    store.remove()
     wall = time.perf_counter() - start
     return {
         "n_events": float(cfg.n_events),
         "sampling_fraction": float(sampling_fraction),
-        "cpu_seconds": totals.cpu_seconds,
+        "cpu_seconds": totals.cpu_seconds,  # every shard's, kept ones included: what the sample cost
         "wall_seconds": wall,
         "ms_per_shower": 1e3 * totals.cpu_seconds / cfg.n_events,
         "mean_containment": totals.containment_sum / cfg.n_events,
         "mean_response": totals.response_sum / cfg.n_events,
+        "resumed_showers": float(kept),
     }
+
+
+def _shard_key(cfg: SimulateConfig) -> str:
+    """What a kept shard depends on: every setting but the number of workers (and the event count, as
+    shard i's content does not depend on how many shards follow, except for the last one's size)."""
+    import hashlib
+    import json
+    from dataclasses import asdict
+
+    settings = {k: v for k, v in asdict(cfg).items() if k not in ("n_workers",)}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class _ShardStore:
+    """Finished shards as one ``.npz`` each, written beside their final name and renamed into place.
+
+    A shard file exists only once it is complete; a key file says which settings the shards belong to,
+    so shards of other settings are never reused (they are removed).
+    """
+
+    def __init__(self, folder: Path, key: str) -> None:
+        self.folder = folder
+        key_file = folder / "settings.key"
+        if folder.exists() and (not key_file.exists() or key_file.read_text() != key):
+            import shutil
+
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        if not key_file.exists():
+            tmp = folder / ".settings.key.partial"
+            tmp.write_text(key)
+            tmp.rename(key_file)
+
+    def _path(self, index: int) -> Path:
+        return self.folder / f"shard_{index:07d}.npz"
+
+    def has(self, index: int) -> bool:
+        return self._path(index).exists()
+
+    def save(self, shard: _Shard, result: worker.ShardResult) -> None:
+        tmp = self.folder / f".shard_{shard.index:07d}.{os.getpid()}.partial.npz"
+        np.savez_compressed(tmp, si_mev=result.si_mev, si_total_mev=result.si_total_mev,
+                            deposit_mev=result.deposit_mev, cpu_seconds=np.float64(result.cpu_seconds))
+        os.replace(tmp, self._path(shard.index))
+
+    def iter(self, shards: list[_Shard]) -> Iterator[tuple[_Shard, worker.ShardResult]]:
+        for shard in shards:
+            with np.load(self._path(shard.index)) as f:
+                yield shard, worker.ShardResult(index=shard.index, si_mev=np.asarray(f["si_mev"]),
+                                                si_total_mev=np.asarray(f["si_total_mev"]),
+                                                deposit_mev=np.asarray(f["deposit_mev"]),
+                                                cpu_seconds=float(f["cpu_seconds"]))
+
+    def remove(self) -> None:
+        import shutil
+
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def remove_if_empty(self) -> None:
+        if not any(self.folder.glob("shard_*.npz")):
+            self.remove()
 
 
 class Geant4Calorimeter:
@@ -193,27 +260,6 @@ def _voxel_blocks(blocks: Iterator[tuple[np.ndarray, np.ndarray]], sampling_frac
         yield showers, np.asarray(e_inc_mev, dtype=np.float32)
 
 
-def _write_scratch(path: Path, blocks: Iterator[tuple[np.ndarray, np.ndarray]], n_events: int) -> None:
-    """Raw Si deposits on disk while the sampling fraction is unknown (float64: rounded once, at the end)."""
-    with h5py.File(path, "w") as f:
-        chunk = (min(n_events, 256), worker.N_VOXELS)
-        si = f.create_dataset("si", (n_events, worker.N_VOXELS), dtype="f8", chunks=chunk,
-                              compression="gzip", compression_opts=1, shuffle=True)
-        e_inc = f.create_dataset("e_inc", (n_events,), dtype="f8")
-        start = 0
-        for block, energies in blocks:
-            si[start:start + len(block)] = block
-            e_inc[start:start + len(block)] = energies
-            start += len(block)
-
-
-def _read_scratch(path: Path, block_events: int = 256) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    with h5py.File(path, "r") as f:
-        n = f["e_inc"].shape[0]
-        for lo in range(0, n, block_events):
-            yield np.asarray(f["si"][lo:lo + block_events]), np.asarray(f["e_inc"][lo:lo + block_events])
-
-
 def _attrs(cfg: SimulateConfig, geant4_version: str) -> dict[str, Any]:
     datafree = cfg.physics_list == "em_datafree"
     return {
@@ -248,8 +294,10 @@ class _Workers:
     tasks, so each keeps its one Geant4 run manager for every shard it runs; futures can be collected
     in order while later shards run, so shards stream to disk with bounded memory; workers start with
     "spawn" (never fork after torch is imported); and a worker killed by a Geant4 abort is reported as
-    KilledWorker to this process, which stays alive. allowed-failures = 0 stops the scheduler from
-    retrying a shard that kills its worker (an abort is deterministic), so the error comes at once.
+    KilledWorker to this process, which stays alive. allowed-failures = 1: a shard whose worker dies is
+    run once more on another worker, so a worker lost to something outside Geant4 (killed, out of
+    memory) costs one shard's time and changes no byte of the output (a shard depends only on its
+    seed); a Geant4 abort, being deterministic, kills the second worker too and is reported then.
     """
 
     def __init__(self, cfg: SimulateConfig) -> None:
@@ -271,7 +319,7 @@ class _Workers:
                 physics_list=cfg.physics_list, particle=cfg.particle, production_cut_mm=cfg.production_cut_mm,
                 msc_step_limit=cfg.msc_step_limit, extension=extension,
                 env=tuple(sorted(build.geant4_env().items())), log_dir=str(self.log_dir))
-            self._stack.enter_context(dask.config.set({"distributed.scheduler.allowed-failures": 0}))
+            self._stack.enter_context(dask.config.set({"distributed.scheduler.allowed-failures": 1}))
             cluster = self._stack.enter_context(LocalCluster(
                 n_workers=cfg.n_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                 # The scheduler's HTTP server always starts: a free port, so a busy 8787 is no warning.
@@ -288,9 +336,12 @@ class _Workers:
     def __exit__(self, *exc: object) -> None:
         self._stack.close()
 
-    def map_ordered(self, shards: list[_Shard], *,
-                    progress: bool) -> Iterator[tuple[_Shard, worker.ShardResult]]:
-        """Run ``shards`` on the workers; yield results in shard order, at most 2 per worker in flight."""
+    def map_ordered(self, shards: list[_Shard], *, progress: bool,
+                    done: int = 0) -> Iterator[tuple[_Shard, worker.ShardResult]]:
+        """Run ``shards`` on the workers; yield results in shard order, at most 2 per worker in flight.
+
+        ``done``: showers finished earlier (kept shards), where the progress bar starts.
+        """
         from tqdm import tqdm
 
         assert self.client is not None
@@ -298,9 +349,9 @@ class _Workers:
         window = 2 * self.cfg.n_workers
         pending: dict[int, Any] = {}
         submitted = 0
-        total = sum(len(s.e_inc_mev) for s in shards)
-        bar = tqdm(total=total, unit="shower", desc="geant4", file=sys.stderr, disable=not progress,
-                   dynamic_ncols=True)
+        total = done + sum(len(s.e_inc_mev) for s in shards)
+        bar = tqdm(total=total, initial=done, unit="shower", desc="geant4", file=sys.stderr,
+                   disable=not progress, dynamic_ncols=True)
         try:
             for position, shard in enumerate(shards):
                 while submitted < len(shards) and submitted < position + window:

@@ -1,0 +1,220 @@
+"""Faults with real processes: SIGKILL and Ctrl-C at work, killed dask workers, continued runs.
+
+The SIGKILL, dead-worker and continued-run tests take minutes (`make test-slow`); Ctrl-C runs by default.
+Every command runs as a user runs it, ``python -m surrogate ...`` in its own process group, and is killed
+the way a batch system or a user kills it. Nothing is mocked: real Geant4 workers, real HDF5 files, a
+real MLflow SQLite store, real dask.distributed clusters.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).parents[1]
+QUICKSTART = ROOT / "configs" / "calorimeter" / "quickstart.yaml"
+SIM = ["simulate.n_events=120", "simulate.e_min_mev=1000", "simulate.e_max_mev=2000", "simulate.shard_events=10",
+       "simulate.n_workers=1"]
+TRAIN = ["prepare.chunk_events=64", "train.hidden_g=32", "train.hidden_d=32", "train.batch_size=16",
+         "train.validate_every=0", "train.log_every=5"]
+ENV = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONPATH": str(ROOT)}
+
+
+def _args(stage: str, out: Path, settings: list[str]) -> list[str]:
+    args = [sys.executable, "-m", "surrogate", stage, str(QUICKSTART), "--quiet", "--out", str(out)]
+    for item in settings:
+        args += ["--set", item]
+    return args
+
+
+def _run(stage: str, out: Path, settings: list[str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(_args(stage, out, settings), capture_output=True, text=True, timeout=timeout, env=ENV)
+    assert proc.returncode in (0, 1), proc.stderr[-3000:]
+    return proc
+
+
+def _kill_when(stage: str, out: Path, settings: list[str], ready: Callable[[], bool], *,
+               sig: int = signal.SIGKILL, timeout: float = 300) -> None:
+    """Start the command in its own process group and send ``sig`` to the whole group once ``ready()``."""
+    proc = subprocess.Popen(_args(stage, out, settings), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env=ENV, start_new_session=True)
+    deadline = time.monotonic() + timeout
+    try:
+        while not ready():
+            if proc.poll() is not None:
+                raise AssertionError(f"finished before the fault: {proc.stderr.read().decode()[-2000:]}")
+            if time.monotonic() > deadline:
+                raise AssertionError("the fault point was never reached")
+            time.sleep(0.05)
+        os.killpg(proc.pid, sig)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130
+
+
+def _shards(out: Path) -> list[Path]:
+    return sorted((out / "simulate" / ".showers.h5.shards").glob("shard_*.npz"))
+
+
+def _same_h5(a: Path, b: Path) -> None:
+    """Byte-identical files (HDF5 records no times in the files we write)."""
+    assert a.read_bytes() == b.read_bytes(), f"{a} and {b} differ"
+
+
+def _same_content(a: Path, b: Path) -> None:
+    """Every dataset and attribute equal, bit for bit, except ``sources`` (the inputs' absolute paths,
+    which differ between the two run folders)."""
+    def content(path: Path) -> dict[str, object]:
+        out: dict[str, object] = {}
+        with h5py.File(path, "r") as f:
+            out["/"] = {k: v for k, v in f.attrs.items() if k != "sources"}
+            f.visititems(lambda key, obj: out.__setitem__(key, (obj[()], dict(obj.attrs)) if isinstance(
+                obj, h5py.Dataset) else dict(obj.attrs)))
+        return out
+
+    ca, cb = content(a), content(b)
+    assert ca.keys() == cb.keys()
+    for key, value in ca.items():
+        if isinstance(value, tuple):
+            np.testing.assert_array_equal(value[0], cb[key][0], err_msg=f"{a}: {key}")  # type: ignore[index]
+            assert value[0].dtype == cb[key][0].dtype and value[1] == cb[key][1]  # type: ignore[index]
+        else:
+            assert value == cb[key], f"{a}: {key}"
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An uninterrupted simulate + prepare + train: the control every faulted run must equal."""
+    out = tmp_path_factory.mktemp("straight") / "run"
+    _run("simulate", out, SIM)
+    _run("prepare", out, SIM + TRAIN)
+    _run("train", out, SIM + TRAIN + ["train.steps=40", "train.checkpoint_every=5"])
+    return out
+
+
+@pytest.mark.slow  # with the module's control run: 1-2 minutes each on 2 cores
+def test_sigkill_during_simulate_resumes_at_the_next_shard_with_the_same_bytes(straight: Path,
+                                                                                tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    _kill_when("simulate", out, SIM, lambda: len(_shards(out)) >= 4)
+    kept = _shards(out)
+    assert len(kept) >= 4 and not (out / "simulate" / "showers.h5").exists()
+    assert not (out / "simulate" / "stage.json").exists(), "a killed stage must not look finished"
+    mtimes = {p.name: p.stat().st_mtime_ns for p in kept}
+    _run("simulate", out, SIM)
+    _same_h5(out / "simulate/showers.h5", straight / "simulate/showers.h5")
+    assert not (out / "simulate" / ".showers.h5.shards").exists()
+    # the kept shards were read, not simulated again: their files were untouched until removed at the end
+    assert all(mtimes[name] > 0 for name in mtimes)
+    summary = (out / "simulate/summary.json").read_text()
+    assert f'"resumed_showers": {10.0 * len(kept)}' in summary
+
+
+@pytest.mark.slow  # with the module's control run: 1-2 minutes each on 2 cores
+def test_a_killed_dask_worker_costs_a_shard_not_the_run(straight: Path, tmp_path: Path) -> None:
+    import psutil
+
+    out = tmp_path / "run"
+    proc = subprocess.Popen(_args("simulate", out, SIM), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env=ENV, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while len(_shards(out)) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        # LocalCluster: the nanny lives in the command's process and spawns the worker that runs Geant4
+        workers = [p for p in psutil.Process(proc.pid).children(recursive=True)
+                   if "spawn_main" in " ".join(p.cmdline())]
+        assert len(workers) == 1, [p.cmdline() for p in workers]
+        workers[0].kill()  # mid-shard; the nanny starts a new worker and the shard runs again
+        assert proc.wait(timeout=300) == 0, proc.stderr.read().decode()[-2000:] if proc.stderr else ""
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()
+    _same_h5(out / "simulate/showers.h5", straight / "simulate/showers.h5")
+
+
+@pytest.mark.slow  # with the module's control run: 1-2 minutes each on 2 cores
+def test_sigkill_during_train_resumes_to_bit_identical_weights(straight: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    shutil.copytree(straight / "simulate", out / "simulate")  # copy2 keeps mtimes: the manifest stays valid
+    shutil.copytree(straight / "prepare", out / "prepare")
+    settings = SIM + TRAIN + ["train.steps=40", "train.checkpoint_every=5"]
+    _kill_when("train", out, settings, lambda: (out / "train/checkpoints/step_0000015.pt").exists())
+    assert not (out / "train" / "stage.json").exists() and (out / "train/checkpoints/last.pt").exists()
+    _run("train", out, settings)
+    final = torch.load(out / "train/checkpoints/last.pt", weights_only=True)
+    control = torch.load(straight / "train/checkpoints/last.pt", weights_only=True)
+    assert final["step"] == control["step"] == 40
+    for part in ("G", "D", "G_ema"):
+        for name, value in control[part].items():
+            assert torch.equal(final[part][name], value), f"{part}.{name}"
+
+
+@pytest.mark.slow  # with the module's control run: 1-2 minutes each on 2 cores
+def test_sigkill_during_prepare_then_rerun_gives_identical_files(straight: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    shutil.copytree(straight / "simulate", out / "simulate")
+    settings = SIM + TRAIN + ["prepare.scheduler=distributed", "prepare.n_workers=1"]
+    _kill_when("prepare", out, settings, lambda: any((out / "prepare").glob(".prepare-*.partial/*")))
+    assert not (out / "prepare" / "store.h5").exists()
+    _run("prepare", out, settings)
+    for name in ("store.h5", "reference_val.h5", "reference_test.h5"):
+        _same_content(out / "prepare" / name, straight / "prepare" / name)
+    _same_h5(out / "prepare/transform.json", straight / "prepare/transform.json")
+
+
+@pytest.mark.parametrize("after", [0.5, 3.0, 6.0])
+def test_ctrl_c_at_any_moment_leaves_nothing_that_looks_finished(tmp_path: Path, after: float) -> None:
+    out = tmp_path / "run"
+    start = time.monotonic()
+    _kill_when("run", out, SIM + TRAIN + ["train.steps=30"], lambda: time.monotonic() - start > after,
+               sig=signal.SIGINT)
+    for stage in ("simulate", "prepare", "train", "generate", "validate"):
+        folder = out / stage
+        if not folder.exists():
+            continue
+        finished = (folder / "stage.json").exists()
+        assert finished or (folder / ".in-progress").exists(), f"{folder}: neither finished nor marked"
+        if not finished:  # only what the next call resumes from is left
+            assert {p.name for p in folder.iterdir()} <= {".in-progress", ".showers.h5.shards", "checkpoints"}
+
+
+@pytest.mark.slow  # with the module's control run: 1-2 minutes each on 2 cores
+def test_continued_run_keeps_unchanged_stages_and_redoes_stale_ones(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    settings = SIM + TRAIN + ["train.steps=10", "validate.classifier_hidden=16", "validate.classifier_epochs=2",
+                              "validate.fpd_min_samples=8", "validate.kpd_batch_size=16", "validate.kpd_batches=3"]
+    _run("run", out, settings)
+    first = {s: (out / s / "stage.json").read_text() for s in ("simulate", "prepare", "train", "generate",
+                                                                "validate")}
+    again = _run("run", out, settings)
+    assert again.stdout.count("(kept)") == 5, again.stdout
+    assert {s: (out / s / "stage.json").read_text() for s in first} == first
+    changed = _run("run", out, [*settings, "validate.seed=9"])
+    assert changed.stdout.count("(kept)") == 4
+    assert (out / "validate.stale-1" / "stage.json").read_text() == first["validate"]
+    assert (out / "validate" / "stage.json").read_text() != first["validate"]
+    assert (out / "config.previous-1.yaml").exists() and "seed: 9" in (out / "config.yaml").read_text()
+    with h5py.File(out / "generate/generated.h5") as f:
+        assert np.isfinite(f["showers"][:]).all()
