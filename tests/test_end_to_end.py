@@ -295,7 +295,8 @@ def test_conditions_outside_the_training_range_are_refused_unless_extrapolating(
         assert f["incident_energies"][:].max() <= 2000.0
     generator = run_dir / "train/generator.pt"
     base = ["generate", str(QUICKSTART), "--out", str(tmp_path / "gen"), "--tracking-uri", uri,
-            "--set", f"generate.checkpoint={generator}", "--set", "generate.conditions=[1500.0, 50000.0]"]
+            "--set", f"generate.checkpoint={generator}", "--set", "generate.conditions=[1500.0, 50000.0]",
+            "--set", "generate.baselines=[]"]
     assert main([*base, "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0
