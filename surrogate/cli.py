@@ -29,8 +29,11 @@ examples:
   surrogate validate configs/calorimeter/quickstart.yaml --out runs/ds2
   surrogate train configs/calorimeter/quickstart.yaml --dry-run      print the resolved config
 
-Stages read their inputs from the previous stage's folder inside --out unless the config names files.
-Outputs are never overwritten: a stage refuses an --out that already holds its folder.
+Stages read their inputs from the previous stage's folder inside --out unless the config names files;
+without --out, a stage that needs a previous one continues the newest runs/<config>-* folder where that
+stage finished. Outputs are never overwritten: a stage refuses a folder that already holds its finished
+output. `surrogate run` into an existing run folder keeps finished stages whose settings and inputs are
+unchanged, redoes stale ones (the old folder is kept as <stage>.stale-<n>) and resumes interrupted ones.
 Exit status: 0 success, 1 validation verdict FAIL, 2 bad input or config, 3 unexpected error (a bug:
 one line on stderr, the traceback in <out>/logs/), 130 interrupted.
 """
@@ -62,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config value, e.g. --set train.steps=100 (repeatable)")
         p.add_argument("--out", type=Path, default=None,
-                       help="run folder (default: runs/<config name>-<date>-<time>)")
+                       help="run folder (default: a new runs/<config name>-<date>-<time>, or for a stage that "
+                            "needs a previous one the newest such folder where it finished)")
         p.add_argument("--tracking-uri", default=None,
                        help="MLflow tracking URI (default: sqlite:///<out>/mlflow.db)")
         p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
@@ -87,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run:
             sys.stdout.write(dump_config(cfg))
             return EXIT_OK
-        run_dir = args.out or Path("runs") / f"{args.config.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+        run_dir = args.out or _default_run_dir(args.command, args.config, cfg)
         # A folder that did not exist, or holds only the logs of a crash, is this command's to clean up.
         created = not run_dir.exists() or all(p.name == LOG_DIR for p in run_dir.iterdir())
         if args.command == "run":
@@ -195,6 +199,29 @@ def _run_all(cfg: Config, run_dir: Path, *, progress: bool) -> int:
 
     print(f"MLflow UI: {ui_hint(cfg.tracking.uri or default_uri(run_dir))}")
     return EXIT_OK if final.passed else EXIT_FAIL
+
+
+RUNS_ROOT = Path("runs")  # where run folders go without --out
+
+
+def _default_run_dir(command: str, config: Path, cfg: Config) -> Path:
+    """Without --out: a new folder for work that starts a run, else the run folder this stage belongs to.
+
+    A stage that reads a previous stage's output continues the newest run of the same config whose
+    previous stage has finished (runs/<config>-<date>-<time>); with none, it asks for --out.
+    """
+    from surrogate import runfolder
+
+    needs = {"prepare": "simulate" if not cfg.prepare.inputs else "",
+             "train": "prepare",
+             "generate": "" if cfg.generate.checkpoint and (cfg.generate.conditions or cfg.generate.energies_from)
+             else "train",
+             "validate": "" if cfg.validate.generated and cfg.validate.reference else "generate"}.get(command, "")
+    if needs:
+        found = runfolder.find_run_dir(config, RUNS_ROOT, needs)
+        logging.getLogger("surrogate").info(f"{command}: continuing the run folder {found} (no --out given)")
+        return found
+    return RUNS_ROOT / f"{config.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def _is_run_folder(path: Path) -> bool:

@@ -163,3 +163,30 @@ def test_makefile_quickstart_accepts_fail_but_not_a_crash() -> None:
         shell = line.replace("$(BIN)/surrogate run configs/calorimeter/quickstart.yaml", f"(exit {code})")
         shell = shell.replace("$$", "$")
         assert (subprocess.run(["bash", "-c", shell]).returncode == 0) is ok, (code, shell)
+
+
+def test_single_stage_without_out_continues_the_newest_run_of_its_config(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """`surrogate train CONFIG` finds runs/<config>-<time>/ with a finished prepare, or asks for --out."""
+    from surrogate import runfolder
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", str(QUICKSTART), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0
+    assert "no run folder of quickstart.yaml under runs/ has a finished prepare stage; pass --out" in err
+    assert not (tmp_path / "runs").exists()
+    good = _write_calo(tmp_path / "good.h5", n=60)
+    for name in ("quickstart-20261201-080000", "quickstart-20261202-080000"):
+        assert main(["prepare", str(QUICKSTART), "--quiet", "--out", f"runs/{name}",
+                     "--set", f"prepare.inputs=[{good}]", "--set", "prepare.chunk_events=32"]) == 0
+        assert runfolder.state(tmp_path / "runs" / name / "prepare") == "complete"
+    # the newest has a prepare folder that did not finish: the one before it is continued
+    (tmp_path / "runs/quickstart-20261203-080000/prepare").mkdir(parents=True)
+    code = main(["train", str(QUICKSTART), "--set", "train.steps=2", "--set", "train.hidden_g=8",
+                 "--set", "train.hidden_d=8", "--set", "train.batch_size=8", "--set", "train.validate_every=0"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "train: continuing the run folder runs/quickstart-20261202-080000 (no --out given)" in captured.err
+    assert runfolder.state(tmp_path / "runs/quickstart-20261202-080000/train") == "complete"
+    assert not (tmp_path / "runs/quickstart-20261201-080000/train").exists()
