@@ -8,10 +8,13 @@ A team points ``--tracking-uri`` (or ``tracking.uri``) at a tracking server inst
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import os
 import sys
+import time
+import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -56,43 +59,175 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+# A tracking server that stops answering must not cost minutes of MLflow's retries per call, nor the run:
+# a few quick retries, then the tracker keeps its records in the run folder (BACKLOG) and sends them later.
+_HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                  "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
+BACKLOG = "tracking-backlog.jsonl"  # records a tracking server did not take, one JSON object a line
+RETRY_EVERY_S = 30.0  # while the server is away, try it again at most this often (and at each run's end)
+_log = logging.getLogger("surrogate")
+
+
 class Tracker:
-    """One MLflow experiment for a run folder; stage runs nest under an optional parent run."""
+    """One MLflow experiment for a run folder; stage runs nest under the enclosing run, if any.
+
+    Talks to MLflow through ``MlflowClient`` (no global active-run state). With a tracking server, a
+    server that stops answering in the middle of a run does not stop the run: from the first failed call
+    on, every record (runs created, parameters, metrics, tags, artifacts, run ends) is appended to
+    ``<run folder>/tracking-backlog.jsonl``, one warning line says so, and the backlog is sent in order
+    as soon as the server answers again (checked at the end of every run, and every RETRY_EVERY_S) or by
+    the next command that opens this run folder. Runs created while the server was away get their real
+    ids then. A local SQLite store raises as before (a broken local store is not an outage).
+    """
 
     def __init__(self, run_dir: Path, uri: str = "", experiment: str = "surrogate") -> None:
+        for key, value in _HTTP_DEFAULTS.items():
+            os.environ.setdefault(key, value)
         mlflow = import_mlflow()
+        from mlflow.tracking import MlflowClient
+
         self.run_dir = run_dir
         self.uri = uri or default_uri(run_dir)
-        self._mlflow = mlflow
-        if self.uri.startswith(("http://", "https://")):
+        self.remote = self.uri.startswith(("http://", "https://"))
+        if self.remote:
             _check_server(self.uri)
-        mlflow.set_tracking_uri(self.uri)
+        mlflow.set_tracking_uri(self.uri)  # for download_model and users' own calls
+        self._client = MlflowClient(self.uri)
+        self._stack: list[str] = []  # ids of the open runs, outermost first
+        self._backlog = run_dir / BACKLOG
+        self._offline = False
+        self._last_try = 0.0
+        self._ids: dict[str, str] = {}  # local id of a run created while offline -> its real id
         try:
-            exp = mlflow.get_experiment_by_name(experiment)
+            exp = self._client.get_experiment_by_name(experiment)
             if exp is None:
                 # A local store keeps artifacts inside the run folder; a server decides for itself.
                 location = (run_dir / "mlartifacts").resolve().as_uri() if self.uri.startswith("sqlite") else None
-                exp_id = mlflow.create_experiment(experiment, artifact_location=location)
+                exp_id = self._client.create_experiment(experiment, artifact_location=location)
             else:
                 exp_id = exp.experiment_id
         except Exception as exc:  # an unreachable server or unusable store: one line, not a traceback
             raise SurrogateError(f"tracking: cannot use MLflow tracking URI {self.uri!r}: "
                                  f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
         self.experiment_id = exp_id
+        if self._backlog.exists():  # an earlier command's records, kept while its server was away
+            self._offline = True
+            self._flush(force=True)
 
+    # ---- runs ----------------------------------------------------------------------------------------
     @contextlib.contextmanager
     def run(self, name: str, *, tags: Mapping[str, str] | None = None) -> Iterator[StageRun]:
-        """An MLflow run; nested under the active run (``surrogate run``'s parent), if there is one."""
-        mlflow = self._mlflow
-        nested = mlflow.active_run() is not None
-        with mlflow.start_run(experiment_id=self.experiment_id, run_name=name, nested=nested,
-                              tags=dict(tags or {})) as active:
-            stage = StageRun(mlflow, active.info.run_id)
+        """A run, nested under the enclosing ``run`` (``surrogate run``'s parent) if there is one."""
+        all_tags = {"mlflow.runName": name, "mlflow.source.type": "LOCAL", **dict(tags or {})}
+        if self._stack:
+            all_tags["mlflow.parentRunId"] = self._stack[-1]
+        run_id = self._create_run(name, all_tags)
+        self._stack.append(run_id)
+        stage = StageRun(self, run_id)
+        status = "FINISHED"
+        try:
+            yield stage
+        except BaseException:
+            status = "FAILED"
+            stage.set_tags({"surrogate.status": "failed"})
+            raise
+        finally:
+            self._stack.pop()
+            self.call("set_terminated", run_id, status=status)
+            if self._offline:
+                self._flush(force=True)
+                if self._offline and not self._stack:
+                    _log.warning(f"tracking: {self.uri} is still not answering; the records it missed are kept in "
+                                 f"{self._backlog} and are sent by the next surrogate command on this run folder")
+
+    def _create_run(self, name: str, tags: dict[str, str]) -> str:
+        if not self._offline:
             try:
-                yield stage
-            except BaseException:
-                mlflow.set_tag("surrogate.status", "failed")
-                raise
+                run = self._client.create_run(self.experiment_id, run_name=name, tags=tags)
+                return str(run.info.run_id)
+            except Exception as exc:
+                self._go_offline(exc)
+        local = f"offline-{uuid.uuid4().hex}"
+        self._keep({"op": "create_run", "local_id": local, "name": name, "tags": tags})
+        return local
+
+    # ---- every other call ----------------------------------------------------------------------------
+    def call(self, op: str, run_id: str, *args: Any, **kwargs: Any) -> None:
+        """``MlflowClient.<op>(run_id, *args, **kwargs)``, or a backlog record while the server is away."""
+        if self._offline:
+            self._flush()
+        if not self._offline:
+            try:
+                getattr(self._client, op)(self._ids.get(run_id, run_id), *args, **kwargs)
+                return
+            except Exception as exc:
+                self._go_offline(exc)
+        self._keep({"op": op, "run_id": run_id, "args": list(args), "kwargs": kwargs})
+
+    def _go_offline(self, exc: Exception) -> None:
+        if not self.remote:
+            raise exc
+        self._offline = True
+        self._last_try = time.monotonic()
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        _log.warning(f"tracking: {self.uri} stopped answering ({reason}); the run goes on and its tracking "
+                     f"records are kept in {self._backlog} until the server is back")
+
+    def _keep(self, record: dict[str, Any]) -> None:
+        with self._backlog.open("a") as f:
+            f.write(json.dumps(record, default=_plain) + "\n")
+
+    def _flush(self, *, force: bool = False) -> None:
+        """Send the backlog in order if the server answers; stay offline (keeping the rest) if it does not."""
+        if not force and time.monotonic() - self._last_try < RETRY_EVERY_S:
+            return
+        self._last_try = time.monotonic()
+        if self.remote:
+            try:
+                _check_server(self.uri, timeout_s=2.0)
+            except SurrogateError:
+                return
+        lines = self._backlog.read_text().splitlines() if self._backlog.exists() else []
+        for i, line in enumerate(lines):
+            record = json.loads(line)
+            try:
+                self._replay(record)
+            except Exception:
+                # the server went away again: keep what is left, in order
+                tmp = self._backlog.with_name(f".{BACKLOG}.partial")
+                tmp.write_text("".join(f"{rest}\n" for rest in lines[i:]))
+                os.replace(tmp, self._backlog)
+                return
+        self._backlog.unlink(missing_ok=True)
+        self._offline = False
+        if lines:
+            _log.warning(f"tracking: {self.uri} is answering again; {len(lines)} kept records sent")
+
+    def _replay(self, record: dict[str, Any]) -> None:
+        if record["op"] == "create_run":
+            tags = dict(record["tags"])
+            parent = tags.get("mlflow.parentRunId")
+            if parent:
+                tags["mlflow.parentRunId"] = self._ids.get(parent, parent)
+            run = self._client.create_run(self.experiment_id, run_name=record["name"], tags=tags)
+            self._ids[record["local_id"]] = str(run.info.run_id)
+            return
+        kwargs = dict(record["kwargs"])
+        if record["op"] == "log_batch":
+            from mlflow.entities import Metric, Param, RunTag
+
+            kwargs = {"metrics": [Metric(**m) for m in kwargs.get("metrics", [])],
+                      "params": [Param(**q) for q in kwargs.get("params", [])],
+                      "tags": [RunTag(**t) for t in kwargs.get("tags", [])]}
+        run_id = record["run_id"]
+        getattr(self._client, record["op"])(self._ids.get(run_id, run_id), *record["args"], **kwargs)
+
+
+def _plain(value: Any) -> Any:
+    """JSON form of MLflow entities (Metric, Param, RunTag) and paths in backlog records."""
+    if isinstance(value, Path):
+        return str(value)
+    return {k: getattr(value, k) for k in ("key", "value", "timestamp", "step") if hasattr(value, k)}
 
 
 def ui_hint(uri: str) -> str:
@@ -119,35 +254,50 @@ def _check_server(uri: str, timeout_s: float = 10.0) -> None:
 
 
 class StageRun:
-    """Thin logging handle for one active MLflow run."""
+    """Logging handle for one run of a :class:`Tracker` (its calls survive a tracking server outage)."""
 
-    def __init__(self, mlflow: Any, run_id: str) -> None:
-        self._mlflow = mlflow
-        self.run_id = run_id
+    def __init__(self, tracker: Tracker, run_id: str) -> None:
+        self._tracker = tracker
+        self._local_id = run_id
+
+    @property
+    def run_id(self) -> str:
+        """The run's MLflow id (a local placeholder while it was created with the server away)."""
+        return self._tracker._ids.get(self._local_id, self._local_id)
+
+    def _batch(self, **entities: Any) -> None:
+        self._tracker.call("log_batch", self._local_id, **entities)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
         flat = {k: ("" if v is None else str(v))[:6000] for k, v in flatten(params).items()}
         items = list(flat.items())
         for i in range(0, len(items), 100):  # MLflow accepts at most 100 params per batch call
-            self._mlflow.log_params(dict(items[i:i + 100]))
+            self._batch(params=[Param(k, v) for k, v in items[i:i + 100]])
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        clean = {k: float(v) for k, v in metrics.items()
-                 if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))}
-        if clean:
-            self._mlflow.log_metrics(clean, step=step)
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        clean = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()
+                 if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))]
+        for i in range(0, len(clean), 1000):  # MLflow's batch limit for metrics
+            self._batch(metrics=clean[i:i + 1000])
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
-        self._mlflow.set_tags({k: str(v) for k, v in tags.items()})
+        from mlflow.entities import RunTag
+
+        self._batch(tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
-        self._mlflow.log_artifact(str(path), artifact_path=artifact_path)
+        self._tracker.call("log_artifact", self._local_id, str(path), artifact_path)
 
     def log_artifacts(self, folder: Path, artifact_path: str | None = None) -> None:
-        self._mlflow.log_artifacts(str(folder), artifact_path=artifact_path)
+        self._tracker.call("log_artifacts", self._local_id, str(folder), artifact_path)
 
     def log_text(self, text: str, name: str) -> None:
-        self._mlflow.log_text(text, name)
+        self._tracker.call("log_text", self._local_id, text, name)
 
 
 def download_model(uri: str, dst: Path, tracking_uri: str) -> Path:

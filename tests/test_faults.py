@@ -8,6 +8,7 @@ real MLflow SQLite store, real dask.distributed clusters.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -16,6 +17,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -218,3 +220,130 @@ def test_continued_run_keeps_unchanged_stages_and_redoes_stale_ones(tmp_path: Pa
     assert (out / "config.previous-1.yaml").exists() and "seed: 9" in (out / "config.yaml").read_text()
     with h5py.File(out / "generate/generated.h5") as f:
         assert np.isfinite(f["showers"][:]).all()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class _Server:
+    """A real ``mlflow server`` on 127.0.0.1 over one SQLite store, which can be killed and started again."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port = _free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        import urllib.request
+
+        with (self.folder / "server.log").open("ab") as log:
+            self.proc = self._popen(log)
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{self.uri}/health", timeout=2):
+                    return
+            except OSError:
+                assert self.proc.poll() is None and time.monotonic() < deadline, "mlflow server did not start"
+                time.sleep(0.3)
+
+    def _popen(self, log: Any) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [str(Path(sys.executable).with_name("mlflow")), "server", "--backend-store-uri",
+             f"sqlite:///{self.folder / 'mlflow.db'}", "--artifacts-destination", str(self.folder / "artifacts"),
+             "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"],
+            env={**ENV, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}, stdout=log, stderr=log,
+            start_new_session=True)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+RUN = SIM + TRAIN + ["train.steps=10", "validate.classifier_hidden=16", "validate.classifier_epochs=2",
+                     "validate.fpd_min_samples=8", "validate.kpd_batch_size=16", "validate.kpd_batches=3"]
+
+
+@pytest.mark.slow  # two tiny runs against a real mlflow server killed mid-run: ~3 minutes on 2 cores
+def test_a_tracking_server_killed_mid_run_loses_nothing(tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    server = _Server(tmp_path)
+    server.start()
+    out = tmp_path / "run"
+    proc = subprocess.Popen([*_args("run", out, RUN), "--tracking-uri", server.uri], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=ENV)
+    try:
+        deadline = time.monotonic() + 600
+        while not (out / "simulate" / "stage.json").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.stderr else ""
+            time.sleep(0.1)
+        server.kill()  # prepare (at least) runs while the server is gone
+        while not (out / "prepare" / "stage.json").exists():
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+        server.start()
+        _, stderr = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    passed = json.loads((out / "validate" / "stage.json").read_text())["passed"]
+    assert proc.returncode == (0 if passed else 1), stderr[-3000:]
+    assert stderr.count("stopped answering") == 1 and stderr.count("is answering again") == 1, stderr
+    assert not (out / "tracking-backlog.jsonl").exists()
+    client = MlflowClient(server.uri)
+    exp = client.get_experiment_by_name("surrogate-calorimeter")
+    runs = {r.info.run_name: r for r in client.search_runs([exp.experiment_id])}
+    parent = runs[f"run-{out.name}"]
+    for stage in ("simulate", "prepare", "train", "generate", "validate"):
+        assert runs[stage].data.tags["mlflow.parentRunId"] == parent.info.run_id, stage
+        assert runs[stage].info.status == "FINISHED", stage
+    prepared = json.loads((out / "prepare" / "stage.json").read_text())["metrics"]
+    assert runs["prepare"].data.metrics["n_events"] == prepared["n_events"] == 120
+    validated = json.loads((out / "validate" / "metrics.json").read_text())["metrics"]
+    assert runs["validate"].data.metrics["fpd_x1e3"] == pytest.approx(validated["fpd_x1e3"])
+    assert "report.html" in {a.path for a in client.list_artifacts(runs["validate"].info.run_id)}
+    server.kill()
+
+
+@pytest.mark.slow  # one tiny run with the server gone from the middle to the end
+def test_records_kept_while_the_server_stays_away_are_sent_by_the_next_command(tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from surrogate.tracking import BACKLOG, Tracker
+
+    server = _Server(tmp_path)
+    server.start()
+    out = tmp_path / "run"
+    proc = subprocess.Popen([*_args("run", out, RUN), "--tracking-uri", server.uri], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=ENV)
+    deadline = time.monotonic() + 600
+    while not (out / "prepare" / "stage.json").exists():
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.1)
+    server.kill()
+    _, stderr = proc.communicate(timeout=600)
+    assert proc.returncode in (0, 1) and "Traceback" not in stderr, stderr[-3000:]
+    last = [line for line in stderr.splitlines() if line.startswith("tracking:")][-1]
+    assert f"kept in {out / BACKLOG}" in last and "sent by the next surrogate command" in last
+    kept = (out / BACKLOG).read_text().splitlines()
+    assert any('"create_run"' in line and '"validate"' in line for line in kept)
+    server.start()
+    Tracker(out, server.uri, "surrogate-calorimeter")  # what the next command on this folder does first
+    assert not (out / BACKLOG).exists()
+    client = MlflowClient(server.uri)
+    exp = client.get_experiment_by_name("surrogate-calorimeter")
+    runs = {r.info.run_name: r for r in client.search_runs([exp.experiment_id])}
+    parent = runs[f"run-{out.name}"]
+    assert runs["validate"].data.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert runs["validate"].info.status == "FINISHED" and "verdict" in runs["validate"].data.tags
+    assert parent.info.status == "FINISHED"
+    server.kill()
