@@ -8,11 +8,12 @@ domain specific: its dataclass comes from the domain module named by ``domain``.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
@@ -27,9 +28,42 @@ def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
         raise ConfigError(f"{name}: expected one of {', '.join(allowed)}, got {value!r}")
 
 
-def _positive(name: str, value: float, *, allow_zero: bool = False) -> None:
-    if value < 0 or (value == 0 and not allow_zero):
-        raise ConfigError(f"{name}: expected a {'non-negative' if allow_zero else 'positive'} number, got {value}")
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric setting may take; every int and float setting of every section declares one."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False  # lo itself is excluded
+    hi_open: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        if self.lo is not None and (value < self.lo or (self.lo_open and value == self.lo)):
+            return False
+        return not (self.hi is not None and (value > self.hi or (self.hi_open and value == self.hi)))
+
+    def describe(self) -> str:
+        if self.hi is None:
+            return f"a number {'>' if self.lo_open else '>='} {self.lo:g}" if self.lo is not None else "a number"
+        lo = "-inf" if self.lo is None else f"{self.lo:g}"
+        return f"a number in {'(' if self.lo_open else '['}{lo}, {self.hi:g}{')' if self.hi_open else ']'}"
+
+
+POSITIVE = Range(0, lo_open=True)
+NON_NEGATIVE = Range(0)
+FRACTION = Range(0, 1, hi_open=True)  # [0, 1)
+OPEN_FRACTION = Range(0, 1, lo_open=True, hi_open=True)  # (0, 1)
+SEED = Range(0)  # numpy's SeedSequence takes any non-negative integer
+
+
+def check_ranges(obj: Any, section: str) -> None:
+    """ConfigError for the first setting of ``obj`` outside its declared ``RANGES`` (NaN and inf never pass)."""
+    for name, allowed in type(obj).RANGES.items():
+        value = getattr(obj, name)
+        if value not in allowed:
+            raise ConfigError(f"{section}.{name}: expected {allowed.describe()}, got {value}")
 
 
 @dataclass(frozen=True)
@@ -44,13 +78,15 @@ class PrepareConfig:
     accept_implausible: bool = False  # take inputs that break the domain's plausibility rules (README)
     seed: int = 0  # seeds the split assignment
 
+    RANGES: ClassVar[dict[str, Range]] = {
+        "val_fraction": FRACTION, "test_fraction": OPEN_FRACTION, "chunk_events": POSITIVE,
+        "n_workers": POSITIVE, "seed": SEED}
+
     def __post_init__(self) -> None:
         _choice("prepare.scheduler", self.scheduler, SCHEDULERS)
-        if not (0 <= self.val_fraction < 1 and 0 < self.test_fraction < 1
-                and self.val_fraction + self.test_fraction < 1):
+        check_ranges(self, "prepare")
+        if self.val_fraction + self.test_fraction >= 1:
             raise ConfigError("prepare.val_fraction/test_fraction: expected fractions in [0, 1) summing below 1")
-        _positive("prepare.chunk_events", self.chunk_events)
-        _positive("prepare.n_workers", self.n_workers)
 
 
 @dataclass(frozen=True)
@@ -82,13 +118,16 @@ class TrainConfig:
     num_threads: int = 0  # torch CPU threads; 0 = torch's default
     seed: int = 0  # seeds initialisation, latents and batch order
 
+    RANGES: ClassVar[dict[str, Range]] = {
+        **dict.fromkeys(("latent_dim", "hidden_g", "hidden_d", "batch_size", "steps", "n_critic",
+                         "checkpoint_every", "log_every", "buffer_blocks", "validate_events"), POSITIVE),
+        "lr_g": Range(0, 1, lo_open=True), "lr_d": Range(0, 1, lo_open=True),
+        "beta1": FRACTION, "beta2": FRACTION, "gp_weight": NON_NEGATIVE, "ema_decay": FRACTION,
+        "validate_every": NON_NEGATIVE, "num_threads": NON_NEGATIVE, "seed": SEED}
+
     def __post_init__(self) -> None:
         _choice("train.loss", self.loss, LOSSES)
-        for name in ("latent_dim", "hidden_g", "hidden_d", "batch_size", "steps", "n_critic",
-                     "lr_g", "lr_d", "checkpoint_every", "log_every", "buffer_blocks"):
-            _positive(f"train.{name}", getattr(self, name))
-        if not 0 <= self.ema_decay < 1:
-            raise ConfigError(f"train.ema_decay: expected a number in [0, 1), got {self.ema_decay}")
+        check_ranges(self, "train")
 
 
 @dataclass(frozen=True)
@@ -105,11 +144,12 @@ class GenerateConfig:
     baselines: tuple[str, ...] = ()  # classical models (gflash) fitted on a train split, sampled beside the GAN
     baseline_store: str = ""  # prepare folder whose train split the baselines are fitted on; empty = this run's
 
+    RANGES: ClassVar[dict[str, Range]] = {"n_events": NON_NEGATIVE, "batch_size": POSITIVE, "seed": SEED}
+
     def __post_init__(self) -> None:
         from surrogate.baselines import get_baseline
 
-        _positive("generate.n_events", self.n_events, allow_zero=True)
-        _positive("generate.batch_size", self.batch_size)
+        check_ranges(self, "generate")
         for name in self.baselines:
             get_baseline(name)
         if len(set(self.baselines)) != len(self.baselines):
@@ -125,6 +165,13 @@ class Thresholds:
     fpd_x1e3: float = 1000.0  # Frechet physics distance x 1e3
     kpd_x1e3: float = 100.0  # kernel physics distance x 1e3
     mean_separation_power: float = 0.5  # mean separation power over all feature histograms
+
+    RANGES: ClassVar[dict[str, Range]] = {
+        "auc_low_level": Range(0, 1), "auc_high_level": Range(0, 1), "fpd_x1e3": NON_NEGATIVE,
+        "kpd_x1e3": Range(None), "mean_separation_power": Range(0, 1)}
+
+    def __post_init__(self) -> None:
+        check_ranges(self, "validate.thresholds")
 
 
 @dataclass(frozen=True)
@@ -142,6 +189,15 @@ class ValidateConfig:
     kpd_batch_size: int = 10000  # KPD: events per batch (capped by N)
     thresholds: Thresholds = field(default_factory=Thresholds)  # pass/fail verdict
     seed: int = 0  # seeds classifier initialisation, splits and metric subsampling
+
+    RANGES: ClassVar[dict[str, Range]] = {
+        "max_events": NON_NEGATIVE, "classifier_hidden": POSITIVE, "classifier_epochs": POSITIVE,
+        "classifier_lr": Range(0, 1, lo_open=True), "classifier_batch": POSITIVE,
+        # FPD and KPD need at least 2 events per (sub)sample: a covariance, an off-diagonal kernel sum
+        "fpd_min_samples": Range(2), "kpd_batches": POSITIVE, "kpd_batch_size": Range(2), "seed": SEED}
+
+    def __post_init__(self) -> None:
+        check_ranges(self, "validate")
 
 
 @dataclass(frozen=True)

@@ -67,3 +67,49 @@ def test_file_errors_name_the_file(tmp_path: Path) -> None:
     unknown.write_text("train:\n  hidden: 3\n")
     with pytest.raises(ConfigError, match=r"unknown.yaml: train.hidden: unknown config key"):
         load_config(unknown)
+
+
+def _sections() -> list[tuple[str, type]]:
+    import dataclasses
+
+    from surrogate import config
+    from surrogate.domains import available, get_domain
+
+    found = [("prepare", config.PrepareConfig), ("train", config.TrainConfig),
+             ("generate", config.GenerateConfig), ("validate", config.ValidateConfig)]
+    found += [(f"validate.{f.name}", f.type if isinstance(f.type, type) else getattr(config, str(f.type)))
+              for f in dataclasses.fields(config.ValidateConfig) if f.name == "thresholds"]
+    found += [(f"simulate ({name})", get_domain(name).SimulateConfig) for name in available()]
+    return found
+
+
+@pytest.mark.parametrize(("section", "cls"), _sections(), ids=lambda x: x if isinstance(x, str) else "")
+def test_every_numeric_setting_declares_its_range(section: str, cls: type) -> None:
+    """No int or float setting escapes the load-time range check (a new one must declare a Range)."""
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    numeric = {f.name for f in dataclasses.fields(cls) if hints[f.name] in (int, float)}
+    assert numeric and numeric == set(cls.RANGES), f"{section}: {sorted(numeric ^ set(cls.RANGES))}"
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("validate.classifier_batch=0", "validate.classifier_batch: expected a number > 0, got 0"),
+    ("validate.kpd_batch_size=-5", "validate.kpd_batch_size: expected a number >= 2, got -5"),
+    ("validate.fpd_min_samples=1", "validate.fpd_min_samples: expected a number >= 2, got 1"),
+    ("validate.max_events=-1", "validate.max_events: expected a number >= 0, got -1"),
+    ("train.lr_g=.nan", "train.lr_g: expected a number in (0, 1], got nan"),
+    ("train.lr_d=.inf", "train.lr_d: expected a number in (0, 1], got inf"),
+    ("train.beta2=1.0", "train.beta2: expected a number in [0, 1), got 1.0"),
+    ("train.seed=-3", "train.seed: expected a number >= 0, got -3"),
+    ("prepare.val_fraction=-0.1", "prepare.val_fraction: expected a number in [0, 1), got -0.1"),
+    ("generate.batch_size=0", "generate.batch_size: expected a number > 0, got 0"),
+    ("simulate.production_cut_mm=0", "simulate.production_cut_mm: expected a number > 0, got 0.0"),
+    ("simulate.sampling_fraction=.nan", "simulate.sampling_fraction: expected a number in [0, 1), got nan"),
+    ("validate.thresholds.auc_low_level=1.5", "validate.thresholds.auc_low_level: expected a number in [0, 1]"),
+])
+def test_out_of_range_values_fail_at_load_time(override: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [override])
+    assert str(info.value) == message or str(info.value).startswith(message), str(info.value)

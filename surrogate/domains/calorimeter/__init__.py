@@ -8,11 +8,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from surrogate.config import ConfigError
+from surrogate.config import FRACTION, POSITIVE, SEED, ConfigError, Range, check_ranges
 from surrogate.domains.base import HistogramSpec, LazyEvents
 from surrogate.domains.calorimeter import schema
 from surrogate.errors import InputError
@@ -37,9 +37,13 @@ class SimulateConfig:
     shard_events: int = 100  # events per shard (the unit of work and of seeding)
     seed: int = 0  # shard i is seeded from (seed, i): identical files for any n_workers
 
+    RANGES: ClassVar[dict[str, Range]] = {
+        **dict.fromkeys(("n_events", "e_min_mev", "e_max_mev", "production_cut_mm", "n_workers", "shard_events"),
+                        POSITIVE),
+        "sampling_fraction": FRACTION, "seed": SEED}
+
     def __post_init__(self) -> None:
-        if self.n_events <= 0:
-            raise ConfigError(f"simulate.n_events: expected a positive integer, got {self.n_events}")
+        check_ranges(self, "simulate")
         if not 0 < self.e_min_mev <= self.e_max_mev:
             raise ConfigError("simulate.e_min_mev/e_max_mev: expected 0 < e_min_mev <= e_max_mev")
         if self.physics_list not in PHYSICS_LISTS:
@@ -47,10 +51,6 @@ class SimulateConfig:
                               f"got {self.physics_list!r}")
         if self.msc_step_limit not in MSC_STEP_LIMITS:
             raise ConfigError(f"simulate.msc_step_limit: expected one of {', '.join(MSC_STEP_LIMITS)}")
-        if self.n_workers <= 0 or self.shard_events <= 0:
-            raise ConfigError("simulate.n_workers/shard_events: expected positive integers")
-        if not 0 <= self.sampling_fraction < 1:
-            raise ConfigError("simulate.sampling_fraction: expected 0 (measure) or a fraction below 1")
 
 
 Geant4Settings = SimulateConfig  # the module-level name, for annotations inside Calorimeter
