@@ -190,3 +190,17 @@ def test_single_stage_without_out_continues_the_newest_run_of_its_config(
     assert "train: continuing the run folder runs/quickstart-20261202-080000 (no --out given)" in captured.err
     assert runfolder.state(tmp_path / "runs/quickstart-20261202-080000/train") == "complete"
     assert not (tmp_path / "runs/quickstart-20261201-080000/train").exists()
+
+
+def test_bad_value_with_the_distributed_scheduler_is_one_line(tmp_path: Path) -> None:
+    """A bad value stops a LocalCluster mid-computation: its shutdown must not print CommClosedErrors."""
+    bad = tmp_path / "inf.h5"
+    _corrupt("inf", bad)
+    for attempt in range(2):  # the noise came in about one run of three
+        proc = subprocess.run([sys.executable, "-m", "surrogate", "prepare", str(QUICKSTART), "--quiet",
+                               "--out", str(tmp_path / f"r{attempt}"), "--set", f"prepare.inputs=[{bad}]",
+                               "--set", "prepare.scheduler=distributed", "--set", "prepare.n_workers=2",
+                               "--set", "prepare.chunk_events=4"], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 2
+        assert proc.stderr.strip().count("\n") == 0, proc.stderr
+        assert "NaN or inf (first at event 7 of the inputs)" in proc.stderr

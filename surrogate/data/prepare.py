@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import queue
 import shutil
@@ -66,12 +67,31 @@ def dask_scheduler(cfg: PrepareConfig) -> Iterator[None]:
     from distributed import Client, LocalCluster
 
     if cfg.address:
-        with Client(cfg.address):
+        with _quiet_distributed(), Client(cfg.address):
             yield
         return
-    with LocalCluster(n_workers=cfg.n_workers, threads_per_worker=1, processes=True,
-                      dashboard_address=None, host="127.0.0.1") as cluster, Client(cluster):
+    # silence_logs reaches the worker processes too: a bad value stops the computation while other tasks
+    # are in flight, and their cancellation and the shutdown log CommClosedErrors (some 50 lines, in one
+    # run of three) that would bury the one-line error.
+    with _quiet_distributed(), LocalCluster(n_workers=cfg.n_workers, threads_per_worker=1, processes=True,
+                                            dashboard_address=None, host="127.0.0.1",
+                                            silence_logs=logging.CRITICAL) as cluster, Client(cluster):
         yield
+
+
+@contextlib.contextmanager
+def _quiet_distributed() -> Iterator[None]:
+    """Hold dask.distributed's and tornado's loggers in this process at CRITICAL inside the block (and while
+    the cluster closes after it)."""
+    loggers = [logging.getLogger(name) for name in ("distributed", "tornado")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
 
 
 def split_labels(n_events: int, cfg: PrepareConfig) -> np.ndarray:
