@@ -186,6 +186,36 @@ def test_sigkill_during_prepare_then_rerun_gives_identical_files(straight: Path,
     _same_h5(out / "prepare/transform.json", straight / "prepare/transform.json")
 
 
+@pytest.mark.slow  # with the module's control run
+def test_a_dask_worker_killed_mid_prepare_changes_nothing(straight: Path, tmp_path: Path) -> None:
+    import psutil
+
+    out = tmp_path / "run"
+    shutil.copytree(straight / "simulate", out / "simulate")
+    settings = SIM + TRAIN + ["prepare.scheduler=distributed", "prepare.n_workers=2", "prepare.chunk_events=4"]
+    proc = subprocess.Popen(_args("prepare", out, settings), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env=ENV, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not any((out / "prepare").glob(".prepare-*.partial")):
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.02)
+        workers = [p for p in psutil.Process(proc.pid).children(recursive=True)
+                   if "spawn_main" in " ".join(p.cmdline())]
+        assert len(workers) == 2, [p.cmdline() for p in workers]
+        workers[0].kill()  # its tasks and the results it held are computed again elsewhere
+        assert proc.wait(timeout=300) == 0, proc.stderr.read().decode()[-2000:] if proc.stderr else ""
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()
+    for name in ("store.h5", "reference_val.h5", "reference_test.h5"):
+        _same_content(out / "prepare" / name, straight / "prepare" / name)
+    _same_h5(out / "prepare/transform.json", straight / "prepare/transform.json")
+
+
 @pytest.mark.parametrize("after", [0.5, 3.0, 6.0])
 def test_ctrl_c_at_any_moment_leaves_nothing_that_looks_finished(tmp_path: Path, after: float) -> None:
     out = tmp_path / "run"
