@@ -123,7 +123,7 @@ def validate_files(domain: Domain, generated_path: str | Path, reference_path: s
     seeds = metric_seeds(cfg.seed)
     ref = observables(domain, ref_data, ref_cond)
     gen = observables(domain, gen_data, gen_cond)
-    specs = domain.histogram_specs(cond_range(ref_cond))
+    specs = domain.histogram_specs(ref.features, ref.flat)
     metrics: dict[str, float] = separation_powers(specs, ref, gen)
     t = step("features and separation powers", t)
 

@@ -130,8 +130,12 @@ class Calorimeter:
         n = schema.check_file(path, self.geometry)
         n = min(n, max_events) if max_events else n
         with open_h5(path) as f:
-            showers = np.asarray(f[schema.SHOWERS][:n], dtype=np.float32)
-            e_inc = np.asarray(f[schema.INCIDENT][:n], dtype=np.float32)
+            # float64 files stay float64: the challenge computes in the file's precision, and so do the
+            # features (sums, the threshold comparison, the log-bin edges); anything else is read as float32.
+            showers = np.asarray(f[schema.SHOWERS][:n])
+            e_inc = np.asarray(f[schema.INCIDENT][:n])
+        showers = showers if showers.dtype == np.float64 else showers.astype(np.float32)
+        e_inc = e_inc if e_inc.dtype == np.float64 else e_inc.astype(np.float32)
         if not (np.isfinite(showers).all() and np.isfinite(e_inc).all()):
             raise InputError(path, schema.SHOWERS, "NaN or inf energies; expected finite energies >= 0 MeV")
         if (showers < 0).any() or (e_inc <= 0).any():
@@ -156,10 +160,11 @@ class Calorimeter:
 
         return high_level_features(data, cond, self.geometry)
 
-    def histogram_specs(self, cond_range: tuple[float, float]) -> list[HistogramSpec]:
+    def histogram_specs(self, features: Mapping[str, np.ndarray],
+                        flat: Mapping[str, np.ndarray]) -> list[HistogramSpec]:
         from surrogate.domains.calorimeter.features import histogram_specs
 
-        return histogram_specs(self.geometry, cond_range)
+        return histogram_specs(self.geometry, features, flat)
 
     def low_level_inputs(self, data: np.ndarray, cond: np.ndarray) -> np.ndarray:
         from surrogate.domains.calorimeter.features import low_level_inputs
