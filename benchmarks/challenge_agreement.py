@@ -19,6 +19,7 @@ layers L and deeper (histograms empty in one sample: NaN in both protocols).
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import re
 import shutil
@@ -29,7 +30,6 @@ import time
 from pathlib import Path
 
 import _common
-import numpy as np
 
 EPILOG = """examples:
   python benchmarks/challenge_agreement.py ~/CaloChallenge/code gen.h5 ref.h5
@@ -69,7 +69,7 @@ def parse_chi2(path: Path) -> dict[str, float]:
     """evaluate.py's histogram_chi2_<dataset>.txt: 'name: ' lines each followed by a value line."""
     lines = [line.strip() for line in path.read_text().splitlines()]
     out: dict[str, float] = {}
-    for name_line, value_line in zip(lines, lines[1:], strict=False):
+    for name_line, value_line in itertools.pairwise(lines):
         if not name_line.endswith(":"):
             continue
         label = name_line[:-1].strip()
@@ -183,8 +183,9 @@ def main(argv: list[str] | None = None) -> None:
         row["mean_ours"] = row["mean_ours"] / scored if scored else float("nan")
     table = [{"family": f, **{k: int(v) if k in ("histograms", "nan_both", "nan_one") else v
                               for k, v in r.items()}} for f, r in rows.items()]
-    print(f"evaluated: {args.generated}" + (f" (scale {args.scale}, layers >= {args.empty_layers_from} "
-                                             "zeroed)" if generated != args.generated else ""))
+    changes = ([f"voxels x {args.scale}"] if args.scale != 1.0 else []) + (
+        [f"layers >= {args.empty_layers_from} zeroed"] if args.empty_layers_from >= 0 else [])
+    print(f"evaluated: {args.generated}" + (f" ({', '.join(changes)})" if changes else ""))
     print(f"reference: {args.reference}")
     _common.print_table("separation power, challenge (evaluate.py hist) vs ours, per family", table,
                         ("family", "histograms", "mean_challenge", "mean_ours", "max_abs_diff", "nan_both",

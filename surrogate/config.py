@@ -20,6 +20,8 @@ from surrogate.errors import ConfigError
 
 LOSSES = ("minimax", "nonsaturating", "wgan_gp", "hinge")
 SCHEDULERS = ("threads", "synchronous", "distributed")
+FILE_DTYPES = ("float32", "float64")  # precisions generate can write (domains' writers accept both)
+CLASSIFIER_DTYPES = ("float32", "float64")  # precisions the classifier test can run in
 
 
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -99,11 +101,13 @@ class GenerateConfig:
     batch_size: int = 1000  # events per generator call and per write to disk
     use_ema: bool = True  # sample from the EMA generator
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    dtype: str = "float32"  # float32 | float64 file precision; the challenge's classifier modes need float64
     seed: int = 0  # seeds the latents
 
     def __post_init__(self) -> None:
         _positive("generate.n_events", self.n_events, allow_zero=True)
         _positive("generate.batch_size", self.batch_size)
+        _choice("generate.dtype", self.dtype, FILE_DTYPES)
 
 
 @dataclass(frozen=True)
@@ -125,12 +129,20 @@ class ValidateConfig:
     classifier_hidden: int = 2048  # width of the classifier's 3 hidden layers (CaloChallenge: 2048)
     classifier_epochs: int = 50  # classifier epochs (best epoch chosen on its test split)
     classifier_lr: float = 2e-4  # classifier Adam learning rate
-    classifier_batch: int = 1000  # classifier batch size
+    classifier_batch: int = 1000  # classifier batch size (CaloChallenge: 1000)
+    classifier_min_steps_per_epoch: int = 10  # shrink the batch to give at least this many steps an epoch
+    classifier_patience: int = 5  # stop after this many epochs without a lower test-split loss; 0 = never
+    classifier_dtype: str = "float32"  # float32 | float64 (the challenge's; ~2x slower on CPU, same AUCs)
     fpd_min_samples: int = 10000  # smallest subsample in the FPD 1/N extrapolation (capped by N)
     kpd_batches: int = 10  # KPD: number of batches whose median is reported
     kpd_batch_size: int = 10000  # KPD: events per batch (capped by N)
     thresholds: Thresholds = field(default_factory=Thresholds)  # pass/fail verdict
     seed: int = 0  # seeds classifier initialisation, splits and metric subsampling
+
+    def __post_init__(self) -> None:
+        _choice("validate.classifier_dtype", self.classifier_dtype, CLASSIFIER_DTYPES)
+        _positive("validate.classifier_min_steps_per_epoch", self.classifier_min_steps_per_epoch)
+        _positive("validate.classifier_patience", self.classifier_patience, allow_zero=True)
 
 
 @dataclass(frozen=True)

@@ -220,7 +220,7 @@ def run_generate(cfg: Config, run_dir: Path, *, tracker: Any = None, progress: b
         domain.write_events(path, _progress(blocks, len(cond), gcfg.batch_size, progress, "generate"),
                             len(cond), {"generator": str(ckpt_path), "generator_step": sur.step,
                                         "seed": gcfg.seed, "use_ema": gcfg.use_ema, "conditions_from": source,
-                                        "simulator": "surrogate GAN"})
+                                        "simulator": "surrogate GAN"}, dtype=gcfg.dtype)
         seconds = time.perf_counter() - t_gen
         metrics = {"n_events": float(len(cond)), "seconds": seconds,
                    "ms_per_event": 1e3 * seconds / max(len(cond), 1)}

@@ -79,8 +79,12 @@ class Domain(Protocol):
 
     def raise_bad_values(self, result: Any, events: LazyEvents) -> None: ...
 
-    def write_events(self, path: Path, chunks: Any, n_events: int, attrs: Mapping[str, Any]) -> None:
-        """Stream ``(data, cond)`` numpy blocks into ``path`` in the domain's native layout."""
+    def write_events(self, path: Path, chunks: Any, n_events: int, attrs: Mapping[str, Any],
+                     dtype: str = "float32") -> None:
+        """Stream ``(data, cond)`` numpy blocks into ``path`` in the domain's native layout.
+
+        dtype: the stored precision, ``float32`` or ``float64``.
+        """
 
     def read_events(self, path: str | Path, max_events: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """Eagerly read (data, cond) of a (validation-sized) file in the domain's layout."""

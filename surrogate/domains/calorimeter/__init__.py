@@ -121,8 +121,8 @@ class Calorimeter:
                                  "expected finite energies >= 0 MeV")
 
     def write_events(self, path: Path, chunks: Iterable[tuple[np.ndarray, np.ndarray]], n_events: int,
-                     attrs: Mapping[str, Any]) -> None:
-        schema.write_file(path, ((d, c) for d, c in chunks), n_events, self.geometry, attrs)
+                     attrs: Mapping[str, Any], dtype: str = "float32") -> None:
+        schema.write_file(path, ((d, c) for d, c in chunks), n_events, self.geometry, attrs, dtype=dtype)
 
     def read_events(self, path: str | Path, max_events: int = 0) -> tuple[np.ndarray, np.ndarray]:
         from surrogate.data.hdf5 import open_h5
