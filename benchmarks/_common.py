@@ -21,7 +21,7 @@ import numpy as np
 # The CaloChallenge dataset-2 readout (schema.dataset2_geometry): 45 layers x 16 angular x 9 radial bins.
 N_LAYERS, N_ALPHA, N_R = 45, 16, 9
 N_VOXELS = N_LAYERS * N_ALPHA * N_R
-THRESHOLD_MEV = 15.15e-3  # readout threshold of dataset 2 (surrogate.domains.calorimeter.schema)
+THRESHOLD_MEV = 0.5e-3 / 0.033  # readout threshold of dataset 2 (surrogate.domains.calorimeter.schema)
 SUMMARY_PREFIX = "SUMMARY "  # the JSON line starts with this, so `grep ^SUMMARY` pulls it out of a log
 
 

@@ -332,7 +332,7 @@ def run_generate(cfg: Config, run_dir: Path, *, tracker: Any = None, progress: b
         domain.write_events(path, _progress(blocks, len(cond), gcfg.batch_size, progress, "generate"),
                             len(cond), {"generator": str(ckpt_path), "generator_step": sur.step,
                                         "seed": gcfg.seed, "use_ema": gcfg.use_ema, "conditions_from": source,
-                                        "simulator": "surrogate GAN"})
+                                        "simulator": "surrogate GAN"}, dtype=gcfg.dtype)
         seconds = time.perf_counter() - t_gen
         metrics = {"n_events": float(len(cond)), "seconds": seconds,
                    "ms_per_event": 1e3 * seconds / max(len(cond), 1)}
@@ -359,7 +359,7 @@ def _generate_baseline(name: str, domain: Any, store_dir: Path, cond: Any, sourc
     t_gen = time.perf_counter()
     blocks = model.iter_generate(cond, seed=gcfg.seed, batch_size=gcfg.batch_size)
     domain.write_events(path, _progress(blocks, len(cond), gcfg.batch_size, progress, name), len(cond),
-                        {**model.attrs(), "seed": gcfg.seed, "conditions_from": source})
+                        {**model.attrs(), "seed": gcfg.seed, "conditions_from": source}, dtype=gcfg.dtype)
     seconds = time.perf_counter() - t_gen
     mlrun.log_artifact(params, "baselines")
     return {f"{name}_fit_seconds": fit_seconds, f"{name}_seconds": seconds,

@@ -28,6 +28,9 @@ class LazyEvents:
     sources: tuple[str, ...]
 
 
+SOURCES = ("challenge", "ours")  # where an observable's definition comes from (HistogramSpec.source)
+
+
 @dataclass(frozen=True)
 class HistogramSpec:
     """How one observable is histogrammed for separation power and plots."""
@@ -36,6 +39,13 @@ class HistogramSpec:
     label: str  # axis label with units
     bins: np.ndarray  # bin edges
     log_x: bool = False
+    # "challenge": an observable and binning the CaloChallenge itself scores (code/evaluate.py);
+    # "ours": added by this project, labelled as such in reports (no published counterpart).
+    source: str = "ours"
+
+    def __post_init__(self) -> None:
+        if self.source not in SOURCES:
+            raise ValueError(f"HistogramSpec {self.name}: source {self.source!r}, expected one of {SOURCES}")
 
 
 class Domain(Protocol):
@@ -77,8 +87,12 @@ class Domain(Protocol):
     def check_plausible(self, path: str | Path, *, setting: str) -> None:
         """check_values + raise_bad_values + raise_implausible over one file, out of core."""
 
-    def write_events(self, path: Path, chunks: Any, n_events: int, attrs: Mapping[str, Any]) -> None:
-        """Stream ``(data, cond)`` numpy blocks into ``path`` in the domain's native layout."""
+    def write_events(self, path: Path, chunks: Any, n_events: int, attrs: Mapping[str, Any],
+                     dtype: str = "float32") -> None:
+        """Stream ``(data, cond)`` numpy blocks into ``path`` in the domain's native layout.
+
+        dtype: the stored precision, ``float32`` or ``float64``.
+        """
 
     def read_events(self, path: str | Path, max_events: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """Eagerly read (data, cond) of a (validation-sized) file in the domain's layout."""
@@ -89,18 +103,26 @@ class Domain(Protocol):
         """The fit of ``fit_transform`` as per-block dask work (prepare computes it with check_values)."""
 
     def features(self, data: np.ndarray, cond: np.ndarray) -> dict[str, np.ndarray]:
-        """High-level observables per event, each (N,)."""
+        """High-level observables per event, each (N,), after the domain's readout (e.g. a threshold).
 
-    def histogram_specs(self, cond_range: tuple[float, float]) -> list[HistogramSpec]: ...
+        Keys are ``<family>_<index>`` for per-index families (``E_layer_12``) or plain names.
+        """
+
+    def histogram_specs(self, features: Mapping[str, np.ndarray],
+                        flat: Mapping[str, np.ndarray]) -> list[HistogramSpec]:
+        """The histograms compared by separation power; bin edges may depend on the reference sample.
+
+        features / flat: the reference sample's ``features`` and ``flat_observables``.
+        """
 
     def low_level_inputs(self, data: np.ndarray, cond: np.ndarray) -> np.ndarray:
-        """Classifier inputs built from the raw event."""
+        """Classifier inputs built from the event after the domain's readout."""
 
     def high_level_inputs(self, features: dict[str, np.ndarray]) -> np.ndarray:
         """Classifier / FPD / KPD inputs built from the high-level observables."""
 
     def flat_observables(self, data: np.ndarray, cond: np.ndarray) -> dict[str, np.ndarray]:
-        """Observables with many values per event (e.g. voxel energies), each flattened to 1-D.
+        """Observables with many values per event (e.g. voxel energies) after the readout, each 1-D.
 
         Histogrammed like the features: a HistogramSpec names a key of either dict.
         """

@@ -123,7 +123,7 @@ def validate_files(domain: Domain, generated_path: str | Path, reference_path: s
     seeds = metric_seeds(cfg.seed)
     ref = observables(domain, ref_data, ref_cond)
     gen = observables(domain, gen_data, gen_cond)
-    specs = domain.histogram_specs(cond_range(ref_cond))
+    specs = domain.histogram_specs(ref.features, ref.flat)
     metrics: dict[str, float] = separation_powers(specs, ref, gen)
     t = step("features and separation powers", t)
 
@@ -131,7 +131,10 @@ def validate_files(domain: Domain, generated_path: str | Path, reference_path: s
 
     def run_classifier(x_ref: Any, x_gen: Any, stream: str) -> dict[str, float]:
         return classifier_test(x_ref, x_gen, hidden=cfg.classifier_hidden, epochs=cfg.classifier_epochs,
-                               lr=cfg.classifier_lr, batch_size=cfg.classifier_batch, seed=seeds[stream])
+                               lr=cfg.classifier_lr, batch_size=cfg.classifier_batch,
+                               min_steps_per_epoch=cfg.classifier_min_steps_per_epoch,
+                               patience=cfg.classifier_patience, dtype=cfg.classifier_dtype,
+                               seed=seeds[stream])
 
     classifier["low_level"] = run_classifier(domain.low_level_inputs(ref_data, ref_cond),
                                              domain.low_level_inputs(gen_data, gen_cond),

@@ -54,6 +54,23 @@ def test_write_file_round_trips_values_and_attributes(tmp_path: Path) -> None:
         schema.write_file(path, blocks, 50, GEOMETRY, {})
 
 
+def test_float64_files_for_the_challenges_classifier(tmp_path: Path) -> None:
+    # evaluate.py's cls-low / cls-high run in float64 and fail when showers and energies are both float32.
+    data, e_inc = showers(30)
+    data64 = data.astype(np.float64) * (1 + 1e-12)  # a value float32 cannot hold survives
+    path = tmp_path / "f64.h5"
+    schema.write_file(path, [(data64, e_inc[:, 0].astype(np.float64))], 30, GEOMETRY, {}, dtype="float64")
+    with h5py.File(path, "r") as f:
+        assert f[schema.SHOWERS].dtype == np.float64 and f[schema.INCIDENT].dtype == np.float64
+        np.testing.assert_array_equal(f[schema.SHOWERS][:], data64)
+    loaded, loaded_e = DOMAIN.read_events(path)  # kept in float64, as the challenge computes on it
+    assert loaded.dtype == np.float64 and loaded_e.dtype == np.float64
+    np.testing.assert_array_equal(loaded, data64)
+    with pytest.raises(ValueError, match="float16"):
+        schema.write_file(tmp_path / "f16.h5", [(data, e_inc)], 30, GEOMETRY, {}, dtype="float16")
+    assert not (tmp_path / "f16.h5").exists()
+
+
 @pytest.mark.parametrize("n_written", [49, 51])
 def test_write_file_with_the_wrong_event_count_leaves_no_file(tmp_path: Path, n_written: int) -> None:
     data, e_inc = showers(n_written)

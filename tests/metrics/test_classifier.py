@@ -50,3 +50,46 @@ def test_unequal_sizes_are_balanced_and_bad_inputs_rejected() -> None:
         classifier_test(np.zeros((50, 3)), np.zeros((50, 4)), seed=0)
     with pytest.raises(ValueError, match="NaN"):
         classifier_test(np.full((50, 3), np.nan), np.zeros((50, 3)), seed=0)
+
+
+def test_defaults_are_the_challenges_settings() -> None:
+    # evaluate.py: DNN(num_layer=2) = 3 hidden layers of 2048, 50 epochs, Adam lr 2e-4, batch 1000.
+    import inspect
+
+    defaults = {k: p.default for k, p in inspect.signature(classifier_test).parameters.items()}
+    assert {k: defaults[k] for k in ("hidden", "n_layers", "epochs", "lr", "batch_size", "min_steps_per_epoch",
+                                     "patience")} == {"hidden": 2048, "n_layers": 3, "epochs": 50, "lr": 2e-4,
+                                                      "batch_size": 1000, "min_steps_per_epoch": 1,
+                                                      "patience": 0}
+
+
+def test_splits_batches_and_steps_are_counted() -> None:
+    rng = np.random.default_rng(4)
+    a, b = rng.normal(size=(1000, 6)), rng.normal(3.0, size=(1000, 6))
+    result = classifier_test(a, b, seed=0, hidden=32, epochs=3, batch_size=1000, min_steps_per_epoch=10)
+    # ttv_split's fractions per class: 600 / 200 / 200, both classes together twice that.
+    assert (result["n_train"], result["n_test"], result["n_eval"]) == (1200, 400, 400)
+    assert result["batch_size"] == 120  # 1000 would be one step an epoch; 1200 // 10
+    assert result["steps"] == result["epochs"] * 10
+    assert 1 <= result["best_epoch"] <= result["epochs"] <= 3
+
+
+def test_early_stopping_on_the_test_loss() -> None:
+    rng = np.random.default_rng(5)
+    a, b = rng.normal(size=(600, 6)), rng.normal(size=(600, 6))
+    # Nothing to learn: the test loss stops falling after a few epochs and training ends long before 50.
+    result = classifier_test(a, b, seed=0, hidden=64, epochs=50, batch_size=60, patience=2)
+    full = classifier_test(a, b, seed=0, hidden=64, epochs=6, batch_size=60)
+    assert result["epochs"] < 50 and result["steps"] == result["epochs"] * 12  # 720 // 60 per epoch
+    assert full["epochs"] == 6 and full["steps"] == 72  # patience 0: every epoch, as the challenge
+    assert result["best_epoch"] <= result["epochs"]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_both_precisions_find_a_separation(dtype: str) -> None:
+    rng = np.random.default_rng(6)
+    result = classifier_test(rng.normal(size=(500, 8)), rng.normal(1.5, size=(500, 8)), seed=0, dtype=dtype,
+                             hidden=32, epochs=5, batch_size=100)
+    assert result["auc"] > 0.95
+    with pytest.raises(ValueError, match="dtype"):
+        classifier_test(rng.normal(size=(50, 3)), rng.normal(size=(50, 3)), seed=0, dtype="float16")

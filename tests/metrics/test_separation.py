@@ -1,6 +1,8 @@
-"""Separation power: 0 for identical, 1 for disjoint shapes, and an analytic intermediate case."""
+"""Separation power: 0 for identical, 1 for disjoint shapes, an analytic case, the challenge's numbers and NaN."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pytest
@@ -13,7 +15,8 @@ def test_identical_shapes_give_zero_whatever_the_normalisation() -> None:
 
 
 def test_disjoint_histograms_give_one() -> None:
-    assert separation_power(np.array([5, 5, 0, 0]), np.array([0, 0, 1, 7])) == pytest.approx(1.0)
+    # 1 - 1e-16 per filled bin at most: the challenge adds 1e-16 to every denominator.
+    assert separation_power(np.array([5, 5, 0, 0]), np.array([0, 0, 1, 7])) == pytest.approx(1.0, abs=1e-14)
 
 
 def test_half_overlap_analytic() -> None:
@@ -21,20 +24,35 @@ def test_half_overlap_analytic() -> None:
     assert separation_power(np.array([1, 1, 0]), np.array([0, 1, 1])) == pytest.approx(0.5)
 
 
-def test_empty_histograms() -> None:
-    assert separation_power(np.zeros(4), np.zeros(4)) == 0.0
-    assert separation_power(np.zeros(4), np.array([0, 1, 0, 0])) == 1.0
+def test_an_empty_histogram_has_no_shape_and_scores_nan() -> None:
+    # The challenge's plt.hist(density=True) gives 0 / 0 for an empty histogram, so its score is NaN.
+    assert math.isnan(separation_power(np.zeros(4), np.zeros(4)))
+    assert math.isnan(separation_power(np.zeros(4), np.array([0, 1, 0, 0])))
+    assert math.isnan(separation_power(np.array([0, 1, 0, 0]), np.zeros(4)))
+
+
+def test_from_samples_is_the_challenges_number() -> None:
+    # Pinned: evaluate_plotting_helper._separation_power(h1, h2, bins) of the challenge
+    # (CaloChallenge/homepage 9b41df72) on h = plt.hist(|x|, bins, density=True)[0] of these samples.
+    rng = np.random.default_rng(11)
+    a, b = rng.normal(0.0, 1.0, 300), rng.normal(0.3, 1.2, 300)
+    bins = np.logspace(-2, 0.5, 25)
+    assert separation_power_from_samples(np.abs(a), np.abs(b), bins) == pytest.approx(0.06776556935565001,
+                                                                                      rel=1e-14)
 
 
 def test_from_samples_matches_the_histogram_definition() -> None:
     rng = np.random.default_rng(0)
     bins = np.linspace(-3, 3, 31)
     a, b = rng.normal(0, 1, 5000), rng.normal(0.5, 1, 5000)
-    expected = separation_power(np.histogram(a, bins)[0], np.histogram(b, bins)[0])
+    expected = separation_power(np.histogram(a, bins)[0], np.histogram(b, bins)[0], np.diff(bins))
     assert separation_power_from_samples(a, b, bins) == expected
+    assert separation_power(np.histogram(a, bins)[0], np.histogram(b, bins)[0]) == pytest.approx(expected,
+                                                                                                 rel=1e-12)
     assert 0.02 < expected < 0.1  # two unit Gaussians half a sigma apart
     assert separation_power_from_samples(a, a, bins) == 0.0
-    assert separation_power_from_samples(a, a + 100, bins) == 1.0  # all of b outside the range: empty
+    assert separation_power_from_samples(a[a < 0], a[a > 0], bins) == pytest.approx(1.0, abs=1e-12)  # disjoint
+    assert math.isnan(separation_power_from_samples(a, a + 100, bins))  # all of b outside the range: empty
 
 
 def test_mismatched_binnings_raise() -> None:

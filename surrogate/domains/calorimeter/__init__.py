@@ -141,8 +141,8 @@ class Calorimeter:
         self.raise_implausible(result, events, setting=setting)
 
     def write_events(self, path: Path, chunks: Iterable[tuple[np.ndarray, np.ndarray]], n_events: int,
-                     attrs: Mapping[str, Any]) -> None:
-        schema.write_file(path, ((d, c) for d, c in chunks), n_events, self.geometry, attrs)
+                     attrs: Mapping[str, Any], dtype: str = "float32") -> None:
+        schema.write_file(path, ((d, c) for d, c in chunks), n_events, self.geometry, attrs, dtype=dtype)
 
     def read_events(self, path: str | Path, max_events: int = 0) -> tuple[np.ndarray, np.ndarray]:
         from surrogate.data.hdf5 import open_h5
@@ -150,12 +150,18 @@ class Calorimeter:
         n = schema.check_file(path, self.geometry)
         n = min(n, max_events) if max_events else n
         with open_h5(path) as f:
-            showers = np.asarray(f[schema.SHOWERS][:n], dtype=np.float32)
-            e_inc = np.asarray(f[schema.INCIDENT][:n], dtype=np.float32)
-            for values, name in ((showers, schema.SHOWERS), (e_inc, schema.INCIDENT)):
-                scale = schema.mev_per_unit(f[name], path)
-                if scale != 1.0:
-                    values *= np.float32(scale)
+            # float64 files stay float64: the challenge computes in the file's precision, and so do the
+            # features (sums, the threshold comparison, the log-bin edges); anything else is read as float32.
+            showers = np.asarray(f[schema.SHOWERS][:n])
+            e_inc = np.asarray(f[schema.INCIDENT][:n])
+            # a units attribute that is not MeV (schema.UNITS_TO_MEV) scales the values to MeV
+            scales = [schema.mev_per_unit(f[name], path) for name in (schema.SHOWERS, schema.INCIDENT)]
+        showers = showers if showers.dtype == np.float64 else showers.astype(np.float32)
+        e_inc = e_inc if e_inc.dtype == np.float64 else e_inc.astype(np.float32)
+        if scales[0] != 1.0:
+            showers *= showers.dtype.type(scales[0])
+        if scales[1] != 1.0:
+            e_inc *= e_inc.dtype.type(scales[1])
         if not (np.isfinite(showers).all() and np.isfinite(e_inc).all()):
             raise InputError(path, schema.SHOWERS, "NaN or inf energies; expected finite energies >= 0 MeV")
         if (showers < 0).any() or (e_inc <= 0).any():
@@ -180,10 +186,11 @@ class Calorimeter:
 
         return high_level_features(data, cond, self.geometry)
 
-    def histogram_specs(self, cond_range: tuple[float, float]) -> list[HistogramSpec]:
+    def histogram_specs(self, features: Mapping[str, np.ndarray],
+                        flat: Mapping[str, np.ndarray]) -> list[HistogramSpec]:
         from surrogate.domains.calorimeter.features import histogram_specs
 
-        return histogram_specs(self.geometry, cond_range)
+        return histogram_specs(self.geometry, features, flat)
 
     def low_level_inputs(self, data: np.ndarray, cond: np.ndarray) -> np.ndarray:
         from surrogate.domains.calorimeter.features import low_level_inputs

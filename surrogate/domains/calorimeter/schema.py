@@ -21,8 +21,11 @@ from surrogate.errors import InputError
 
 INCIDENT = "incident_energies"  # (N, 1) MeV
 SHOWERS = "showers"  # (N, n_voxels) MeV
-THRESHOLD_MEV = 15.15e-3  # readout threshold of datasets 2 and 3 (CaloChallenge)
+FILE_DTYPES = ("float32", "float64")  # what write_file can store (both datasets alike)
 CHALLENGE_SAMPLING_FRACTION = 0.033  # what the challenge divided Si deposits by
+# Readout threshold of datasets 2 and 3: 0.5 keV in Si over the sampling fraction, 15.1515... keV,
+# computed as evaluate.py computes its min_energy so that the cut is bit-identical to the challenge's.
+THRESHOLD_MEV = 0.5e-3 / CHALLENGE_SAMPLING_FRACTION
 # A dataset's ``units`` attribute, when present, is honoured: values are multiplied by this to give MeV.
 # The challenge's files carry none (MeV by definition); the files we write say "MeV".
 UNITS_TO_MEV = {"MeV": 1.0, "GeV": 1e3, "keV": 1e-3, "TeV": 1e6}
@@ -176,8 +179,8 @@ def implausibility(counts: np.ndarray, offsets: np.ndarray | None = None) -> tup
     return None
 
 
-def _whole_chunks(blocks: Iterable[tuple[np.ndarray, np.ndarray]],
-                  chunk: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def _whole_chunks(blocks: Iterable[tuple[np.ndarray, np.ndarray]], chunk: int,
+                  dtype: str) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Re-cut (showers, e_inc) blocks into runs of whole ``chunk``-event chunks (the last may be short).
 
     A write covering part of a gzip chunk bigger than HDF5's chunk cache (1 MB; a chunk here is ~26 MB)
@@ -187,7 +190,7 @@ def _whole_chunks(blocks: Iterable[tuple[np.ndarray, np.ndarray]],
     held: list[tuple[np.ndarray, np.ndarray]] = []
     n_held = 0
     for showers, e_inc in blocks:
-        held.append((np.asarray(showers), np.asarray(e_inc, dtype=np.float32).reshape(len(showers), 1)))
+        held.append((np.asarray(showers, dtype=dtype), np.asarray(e_inc, dtype=dtype).reshape(len(showers), 1)))
         n_held += len(showers)
         if n_held >= chunk:
             sh = np.concatenate([b[0] for b in held])
@@ -200,31 +203,37 @@ def _whole_chunks(blocks: Iterable[tuple[np.ndarray, np.ndarray]],
 
 
 def write_file(path: str | Path, blocks: Iterable[tuple[np.ndarray, np.ndarray]], n_events: int,
-               geometry: Geometry, attrs: Mapping[str, Any], chunk_events: int = 1000) -> None:
+               geometry: Geometry, attrs: Mapping[str, Any], chunk_events: int = 1000,
+               dtype: str = "float32") -> None:
     """Stream (showers (n, n_voxels) MeV, e_inc (n,) or (n, 1) MeV) blocks into a new CaloChallenge file.
 
     Chunked and gzip-compressed; attributes (sampling fraction, physics list, ...) go on the root.
+    dtype: ``float32`` or ``float64`` for both datasets. The challenge's classifier modes (evaluate.py
+    cls-low / cls-high) run in float64 and fail on a file whose showers and energies are both float32
+    ("mat1 and mat2 must have the same dtype"); its other modes read either.
     """
+    if dtype not in FILE_DTYPES:
+        raise ValueError(f"write_file: dtype {dtype!r}, expected one of {', '.join(FILE_DTYPES)}")
     chunk = max(1, min(chunk_events, n_events))
     # h5py refuses a chunk longer than a fixed-size dataset: an empty file (an empty split) is growable.
     rows = n_events or None
     with atomic_h5(path, layout="CaloChallenge2022", geometry=geometry.describe(), **attrs) as f:
-        inc = f.create_dataset(INCIDENT, shape=(n_events, 1), maxshape=(rows, 1), dtype="f4",
+        inc = f.create_dataset(INCIDENT, shape=(n_events, 1), maxshape=(rows, 1), dtype=dtype,
                                chunks=(chunk, 1))
         sh = f.create_dataset(SHOWERS, shape=(n_events, geometry.n_voxels),
-                              maxshape=(rows, geometry.n_voxels), dtype="f4",
+                              maxshape=(rows, geometry.n_voxels), dtype=dtype,
                               chunks=(chunk, geometry.n_voxels), compression="gzip", compression_opts=4,
                               shuffle=True)
         inc.attrs["units"] = "MeV"
         sh.attrs["units"] = "MeV"
         sh.attrs["voxel_order"] = "(layer, alpha, r), r fastest"
         start = 0
-        for showers, e_inc in _whole_chunks(blocks, chunk):
+        for showers, e_inc in _whole_chunks(blocks, chunk, dtype):
             n = len(showers)
             if start + n > n_events:
                 raise ValueError(f"write_file: more than the announced {n_events} events")
             sh[start:start + n] = showers
-            inc[start:start + n] = np.asarray(e_inc, dtype=np.float32).reshape(n, 1)
+            inc[start:start + n] = e_inc
             start += n
         if start != n_events:
             raise ValueError(f"write_file: got {start} events, announced {n_events}")
