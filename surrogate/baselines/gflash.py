@@ -326,7 +326,7 @@ def sample_showers(params: GFlashParams, e_inc_mev: np.ndarray, rng: np.random.G
     """GFlash showers for incident energies ``e_inc_mev`` (N,) or (N, 1) MeV, with their hidden variables.
 
     Voxels in the CaloChallenge order (layer, alpha, r), r fastest; alpha bin j covers azimuths
-    [j, j+1) 2 pi / n_alpha from +x. Showers are made in blocks of at most ~``max_spots`` spots; the
+    -pi + [j, j+1) 2 pi / n_alpha (the challenge's convention). Showers are made in blocks of at most ~``max_spots`` spots; the
     result depends only on ``rng``'s state, the energies and ``max_spots``.
     """
     geometry = geometry or dataset2_geometry()
@@ -418,13 +418,15 @@ def bin_spots(cell: np.ndarray, phi: np.ndarray, r_mm: np.ndarray, energy_mev: n
               geometry: Geometry) -> np.ndarray:
     """Sum spots into voxels: (n_showers, n_voxels) float32 MeV in the CaloChallenge order.
 
-    cell: (S,) shower * n_layers + layer of each spot; phi: (S,) azimuth in [0, 2 pi) from +x (alpha bin j
-    covers [j, j+1) 2 pi / n_alpha, the convention of the calorimeter features); r_mm: (S,) radius within
-    the readout disc (larger radii are put in the last bin); energy_mev: (S,).
+    cell: (S,) shower * n_layers + layer of each spot; phi: (S,) azimuth from +x in radians, any turn
+    (alpha bin j covers -pi + [j, j+1) 2 pi / n_alpha: the CaloChallenge's convention, our simulator's and
+    the features'); r_mm: (S,) radius within the readout disc (larger radii are put in the last bin);
+    energy_mev: (S,).
     """
     n_alpha, n_r = geometry.n_alpha, geometry.n_r
     r_bin = np.clip(np.searchsorted(np.asarray(geometry.r_edges_mm), r_mm, side="right") - 1, 0, n_r - 1)
-    a_bin = np.minimum((phi * (n_alpha / (2.0 * np.pi))).astype(np.int64), n_alpha - 1)
+    from_minus_pi = np.mod(np.asarray(phi, dtype=np.float64) + np.pi, 2.0 * np.pi)  # [0, 2 pi) from -x
+    a_bin = np.minimum((from_minus_pi * (n_alpha / (2.0 * np.pi))).astype(np.int64), n_alpha - 1)
     index = (cell * n_alpha + a_bin) * n_r + r_bin  # (layer, alpha, r) with r fastest, showers outermost
     showers = np.bincount(index, weights=energy_mev, minlength=n_showers * geometry.n_voxels)
     return showers.reshape(n_showers, geometry.n_voxels).astype(np.float32)

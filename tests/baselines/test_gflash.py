@@ -109,7 +109,7 @@ def test_spots_land_in_their_voxel_in_the_challenge_order() -> None:
     """A shower whose spots all sit at one (layer, alpha, r) fills exactly that voxel, index l*144 + j*9 + k."""
     layer, j, k = 7, 3, 2
     n_spots = 50
-    phi = np.full(n_spots, (j + 0.5) * 2 * np.pi / 16)
+    phi = np.full(n_spots, -np.pi + (j + 0.5) * 2 * np.pi / 16)  # alpha bin 0 starts at -pi (the challenge's)
     r = np.full(n_spots, 0.5 * (GEOMETRY.r_edges_mm[k] + GEOMETRY.r_edges_mm[k + 1]))
     cell = np.full(n_spots, 1 * 45 + layer)  # the second of two showers
     showers = gflash.bin_spots(cell, phi, r, np.full(n_spots, 2.0), 2, GEOMETRY)
@@ -118,7 +118,8 @@ def test_spots_land_in_their_voxel_in_the_challenge_order() -> None:
     assert showers[1, layer * 144 + j * 9 + k] == pytest.approx(100.0)
     # the features put that voxel at the same azimuth: centre (x, y) = r_k (cos, sin) of alpha bin j's centre
     f = high_level_features(showers[1:], np.array([100.0]), GEOMETRY)
-    assert np.arctan2(f[f"center_y_{layer}"][0], f[f"center_x_{layer}"][0]) == pytest.approx((j + 0.5) * np.pi / 8)
+    assert np.arctan2(f[f"center_y_{layer}"][0], f[f"center_x_{layer}"][0]) == pytest.approx(
+        -np.pi + (j + 0.5) * np.pi / 8)
 
 
 def test_sampling_is_reproducible_with_a_seed_for_any_batch_size() -> None:
