@@ -45,7 +45,7 @@ def test_round_trip_through_plain_dict() -> None:
     ("bogus=1", "bogus: unknown config key"),
     ("generate.dtype=float16", "generate.dtype: expected one of float32, float64"),
     ("validate.classifier_dtype=half", "validate.classifier_dtype: expected one of float32, float64"),
-    ("validate.classifier_patience=-1", "validate.classifier_patience: expected a non-negative number"),
+    ("validate.classifier_patience=-1", "validate.classifier_patience: expected a number >= 0, got -1"),
     ("domain=lensing_nonexistent", "domain: unknown domain"),
     ("train=3", "train: expected a mapping"),
     ("novalue", "expected key=value"),
