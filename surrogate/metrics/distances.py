@@ -104,22 +104,36 @@ def _bootstrap_moments(x: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, n
     return mu, cov
 
 
+def fpd_sizes(n_real: int, n_gen: int, *, min_samples: int = 10000, max_samples: int = 50000,
+              n_points: int = 10) -> np.ndarray:
+    """The bootstrap sizes of :func:`fpd`, evenly spaced in 1/N (int32 truncation, as jetnet).
+
+    With at least ``min_samples`` events in the smaller sample: jetnet's sizes, ``min_samples`` to
+    ``max_samples``, drawn with replacement. With fewer events the sizes are capped at the smaller
+    sample's size n and run from n // 2 to n: a bootstrap larger than the sample would only repeat its
+    events, and the extrapolation would rest on sizes the data never had (issue 5).
+    """
+    n = min(n_real, n_gen)
+    if n >= min_samples:
+        lo, hi = min_samples, max(max_samples, min_samples)
+    else:
+        lo, hi = max(n // 2, 2), n
+    return (1.0 / np.linspace(1.0 / lo, 1.0 / hi, n_points)).astype(np.int32)
+
+
 def fpd(real: np.ndarray, gen: np.ndarray, *, min_samples: int = 10000, max_samples: int = 50000,
         num_batches: int = 20, n_points: int = 10, normalise: bool = True,
         seed: int) -> tuple[float, float]:
     """Frechet physics distance (value, error) between (N, d) samples ``real`` and ``gen``.
 
-    Bootstrap sizes run from ``min_samples`` (lowered to the smaller sample's size when fewer events are
-    given) to ``max_samples``, drawn with replacement as in jetnet. jetnet's own default min_samples is
-    20000; 10000 is the CaloChallenge-sized choice used here.
+    Bootstrap sizes: :func:`fpd_sizes` (jetnet's ``min_samples`` to ``max_samples`` when the smaller
+    sample holds at least ``min_samples`` events, else half of it to all of it). jetnet's own default
+    min_samples is 20000; 10000 is the CaloChallenge-sized choice used here.
     """
     x, y = (normalise_max_abs(real, gen) if normalise
             else (np.asarray(real, dtype=np.float64), np.asarray(gen, dtype=np.float64)))
     _check_pair(x, y)
-    lo = min(min_samples, len(x), len(y))
-    hi = max(max_samples, lo)
-    # Regular intervals in 1/N (jetnet); int32 truncation as jetnet does.
-    sizes = (1.0 / np.linspace(1.0 / lo, 1.0 / hi, n_points)).astype(np.int32)
+    sizes = fpd_sizes(len(x), len(y), min_samples=min_samples, max_samples=max_samples, n_points=n_points)
     rng = np.random.default_rng(seed)
     means = []
     with _single_threaded_blas():
