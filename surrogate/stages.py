@@ -10,7 +10,9 @@ stage's outputs in the same run folder:
                  reference_val.h5, reference_test.h5   (native layout, physical units)
     <run>/train/checkpoints/last.pt  full training state; train/generator.pt the exported EMA generator
     <run>/generate/generated.h5      surrogate events for the test split's conditions
-    <run>/validate/report.html       metrics, plots, verdict
+                  baseline_<name>.h5  baselines (e.g. GFlash) for the same conditions, if any
+    <run>/validate/report.html       metrics beside the floor and baselines, plots, verdict;
+                  metrics.json, observables_<sample>.nc (labelled features and profiles)
     <run>/mlflow.db, mlartifacts/    the MLflow store (unless a tracking server is used)
 """
 
@@ -134,8 +136,9 @@ def _in_training_evaluator(cfg: Config, store_dir: Path) -> Any:
 
     def evaluate(sample: Any, step: int) -> dict[str, float]:
         gen = sample(ref_cond)
+        # cfg.validate: the same seed, FPD, KPD and PRDC settings as the `validate` stage.
         return {f"val_{k}": v for k, v in
-                quick_metrics(domain, ref_data, ref_cond, gen, ref_cond, seed=cfg.validate.seed).items()}
+                quick_metrics(domain, ref_data, ref_cond, gen, ref_cond, cfg.validate).items()}
 
     return evaluate
 
@@ -237,29 +240,60 @@ def _progress(blocks: Iterator[Any], total: int, batch: int, enabled: bool, desc
             bar.update(len(block[0]))
 
 
+def validate_inputs(cfg: Config, run_dir: Path) -> tuple[Path, Path, Path | None, dict[str, Path]]:
+    """(generated, reference, reference_b or None = split the reference, baselines by name) of a validation.
+
+    Defaults in a run folder: generate/generated.h5 against prepare/reference_test.h5; the floor from
+    prepare/reference_val.h5 (an independent Geant4 sample of the same settings) when the reference is
+    the default test split, else from two halves of the reference; baselines: ``validate.baselines``
+    plus, with ``validate.discover_baselines``, every generate/baseline_<name>.h5.
+    """
+    from surrogate.validation.report import baseline_name
+
+    vcfg = cfg.validate
+    gen = _default_input(vcfg.generated, run_dir / "generate" / "generated.h5", "validate.generated",
+                         "run `surrogate generate` first or set it")
+    ref = _default_input(vcfg.reference, run_dir / "prepare" / "reference_test.h5",
+                         "validate.reference", "run `surrogate prepare` first or set it")
+    ref_b: Path | None = Path(vcfg.reference_b) if vcfg.reference_b else None
+    if ref_b is None and not vcfg.reference and (run_dir / "prepare" / "reference_val.h5").exists():
+        ref_b = run_dir / "prepare" / "reference_val.h5"
+    found = sorted((run_dir / "generate").glob("baseline_*.h5")) if vcfg.discover_baselines else []
+    baselines: dict[str, Path] = {}
+    for path in [Path(p) for p in vcfg.baselines] + found:
+        name = baseline_name(path)
+        if name in baselines and baselines[name].resolve() != path.resolve():
+            raise SurrogateError(f"validate.baselines: two baselines named {name!r}: {baselines[name]} and {path}")
+        baselines[name] = path
+    return gen, ref, ref_b, baselines
+
+
 def run_validate(cfg: Config, run_dir: Path, *, tracker: Any = None, progress: bool = True) -> StageResult:
     from surrogate.validation import validate_files
 
     domain = get_domain(cfg.domain)
-    gen = _default_input(cfg.validate.generated, run_dir / "generate" / "generated.h5", "validate.generated",
-                         "run `surrogate generate` first or set it")
-    ref = _default_input(cfg.validate.reference, run_dir / "prepare" / "reference_test.h5",
-                         "validate.reference", "run `surrogate prepare` first or set it")
-    for path in (gen, ref):
+    gen, ref, ref_b, baselines = validate_inputs(cfg, run_dir)
+    for path in (gen, ref, *([ref_b] if ref_b else []), *baselines.values()):
         domain.check_file(path)
     tracker = tracker or open_tracker(cfg, run_dir)
     t0 = time.perf_counter()
     with stage_dir(run_dir, "validate") as out, tracker.run("validate") as mlrun:
         mlrun.log_params({"domain": cfg.domain, "validate": config_to_dict(cfg.validate),
-                          "generated": str(gen), "reference": str(ref)})
-        say(f"validate: {gen} against {ref} -> {out}")
-        report = validate_files(domain, gen, ref, cfg.validate, out, progress=progress)
+                          "generated": str(gen), "reference": str(ref),
+                          "reference_b": str(ref_b) if ref_b else "half of the reference",
+                          "baselines": ", ".join(f"{k}={v}" for k, v in baselines.items()) or "none"})
+        floor_from = ref_b or f"two halves of {ref}"
+        say(f"validate: {gen} against {ref}; floor from {floor_from}"
+            + (f"; baselines {', '.join(baselines)}" if baselines else "") + f" -> {out}")
+        report = validate_files(domain, gen, ref, cfg.validate, out, reference_b_path=ref_b,
+                                baselines=baselines, progress=progress)
         (out / "config.yaml").write_text(dump_config(cfg))
-        mlrun.log_metrics(report.metrics)
+        metrics = report.flat_metrics()
+        mlrun.log_metrics(metrics)
         mlrun.set_tags({"verdict": "pass" if report.passed else "fail",
                         "failures": "; ".join(report.failures) or "none"})
         mlrun.log_artifacts(out)
-    return StageResult("validate", out, time.perf_counter() - t0, dict(report.metrics),
+    return StageResult("validate", out, time.perf_counter() - t0, metrics,
                        {"report": Path(report.report_path)}, mlrun.run_id, report.passed,
                        tuple(report.failures))
 
@@ -284,5 +318,6 @@ def run_all(cfg: Config, run_dir: Path, *, progress: bool = True,
         verdict = results[-1].passed
         if verdict is not None:
             parent.set_tags({"verdict": "pass" if verdict else "fail"})
-            parent.log_metrics({k: v for k, v in results[-1].metrics.items() if not k.startswith("sep_")})
+            # The summaries of every column (surrogate, floor_, baselines); per-histogram ones stay on the stage run.
+            parent.log_metrics({k: v for k, v in results[-1].metrics.items() if "sep_" not in k})
     return results

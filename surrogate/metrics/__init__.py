@@ -20,6 +20,7 @@ from surrogate.metrics.separation import separation_power, separation_power_from
 __all__ = [
     "classifier_test",
     "fpd",
+    "fpd_sizes",
     "frechet_distance",
     "kpd",
     "mmd_poly_unbiased",

@@ -26,6 +26,7 @@ import scipy.linalg
 from scipy.optimize import lsq_linear
 
 KPD_DEGREE = 4  # jetnet's _mmd_poly_quadratic_unbiased default; DOMAINS.md section 1
+NUMERICAL_ZERO = 1e-6  # a feature scale below this fraction of the largest one is rounding noise
 KERNEL_BLOCK = 2048  # rows per block of the kernel matrices (bounds memory at ~32 MB per block)
 
 
@@ -43,7 +44,11 @@ def _single_threaded_blas() -> Any:
 def normalise_max_abs(real: np.ndarray, gen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Divide every feature of both (N, d) samples by its maximum |value| in ``real``.
 
-    Features that are 0 throughout ``real`` are left unscaled (jetnet's ``_normalise_features``).
+    Features that are 0 throughout ``real`` are left unscaled (jetnet's ``_normalise_features``), and
+    so are features whose maximum is below ``NUMERICAL_ZERO`` of the largest feature's: rounding noise,
+    not a scale. Measured on the quickstart's Geant4 test split: the r width of layer 42 peaks at
+    8e-9 (one radial bin hit: sqrt of a difference of equal moments); a Geant4 shower of another split
+    with a real 2.3 mm width there became 2.8e6 after division, and FPD 2e13 for Geant4 against Geant4.
     Returns float64 copies.
     """
     real = np.asarray(real, dtype=np.float64)
@@ -51,7 +56,7 @@ def normalise_max_abs(real: np.ndarray, gen: np.ndarray) -> tuple[np.ndarray, np
     if real.ndim != 2 or gen.ndim != 2 or real.shape[1] != gen.shape[1]:
         raise ValueError(f"expected two (N, d) samples with the same d, got {real.shape} and {gen.shape}")
     scale = np.max(np.abs(real), axis=0)
-    scale[scale == 0] = 1.0
+    scale[scale <= NUMERICAL_ZERO * scale.max(initial=0.0)] = 1.0
     return real / scale, gen / scale
 
 
