@@ -144,8 +144,10 @@ def _run_all(cfg: Config, run_dir: Path, *, progress: bool) -> int:
         print(f"  {r.stage:<9} {r.seconds:7.1f} s  {r.out_dir}")
     final = results[-1]
     metrics = final.metrics
-    keys = ("auc_low_level", "auc_high_level", "fpd_x1e3", "kpd_x1e3", "mean_separation_power")
-    print("validation: " + ", ".join(f"{k}={metrics[k]:.4g}" for k in keys if k in metrics))
+    keys = ("auc_low_level", "auc_high_level", "fpd_x1e3", "kpd_x1e3", "mean_separation_power", "recall",
+            "coverage")
+    print("validation, surrogate (floor): " + ", ".join(
+        f"{k}={metrics[k]:.4g} ({metrics.get(f'floor_{k}', float('nan')):.4g})" for k in keys if k in metrics))
     print(f"verdict: {'PASS' if final.passed else 'FAIL'}")
     for failure in final.failures:
         print(f"  {failure}")
