@@ -117,6 +117,11 @@ class Prepared:
                    domain.low_level_inputs(data, cond) if low_level else None)
 
 
+def histogram_specs(domain: Domain, ref: Prepared, ref_cond: np.ndarray) -> list[HistogramSpec]:
+    """The histograms every column is compared on, binned from reference A (the one place specs are made)."""
+    return domain.histogram_specs(cond_range(ref_cond))
+
+
 def compare(specs: list[HistogramSpec], ref: Prepared, other: Prepared, cfg: ValidateConfig, *,
             classifier: bool = True, tick: Callable[[str], None] | None = None,
             ) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
@@ -172,6 +177,6 @@ def quick_metrics(domain: Domain, ref_data: np.ndarray, ref_cond: np.ndarray, ge
     """
     ref = Prepared.of(domain, ref_data, ref_cond, low_level=False)
     gen = Prepared.of(domain, gen_data, gen_cond, low_level=False)
-    specs = domain.histogram_specs(cond_range(ref_cond))
+    specs = histogram_specs(domain, ref, ref_cond)
     metrics, _ = compare(specs, ref, gen, cfg, classifier=False)
     return headline_separations(metrics)

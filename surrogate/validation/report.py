@@ -54,6 +54,7 @@ from surrogate.validation.compute import (
     compare,
     cond_range,
     headline_separations,
+    histogram_specs,
     metric_seeds,
 )
 from surrogate.validation.observables import save_observables
@@ -268,7 +269,7 @@ def validate_files(domain: Domain, generated_path: str | Path, reference_path: s
         rows[role] = floor_rows if paired else _rows(len(sample.cond), n, rng)
 
     ref_a = ref.prepared(domain, a_rows)
-    specs = domain.histogram_specs(cond_range(ref.cond if a_rows is None else ref.cond[a_rows]))
+    specs = histogram_specs(domain, ref_a, ref.cond if a_rows is None else ref.cond[a_rows])
     columns: dict[str, Prepared] = {FLOOR: b_sample.prepared(domain, rows[FLOOR]),
                                     SURROGATE: samples["generated"].prepared(domain, rows["generated"])}
     columns.update({name: samples[name].prepared(domain, rows[name]) for name in baselines})
@@ -390,12 +391,15 @@ def _cell(metrics: Mapping[str, float], name: str) -> str:
 def optimiser_steps(result: Mapping[str, float], cfg: ValidateConfig) -> tuple[str, str]:
     """(optimiser steps taken, steps up to the best epoch) of one classifier run.
 
-    Reported by the classifier as ``steps`` where it does so; else derived from the split (SPLIT[0] of
-    each class trains), the batch size and the best epoch, so the second figure is always known.
+    Taken from the classifier's ``steps``, ``batch_size`` and ``n_train`` where it reports them; else
+    derived from the split (SPLIT[0] of each class trains) and the configured batch, so the steps to
+    the best epoch are always known.
     """
-    n_train = 2 * int(result["n_per_class"] * SPLIT[0])
-    per_epoch = math.ceil(n_train / cfg.classifier_batch)
+    n_train = int(result.get("n_train", 2 * int(result["n_per_class"] * SPLIT[0])))
+    per_epoch = math.ceil(n_train / int(result.get("batch_size", cfg.classifier_batch)))
     total = f"{int(result['steps'])}" if "steps" in result else "not reported"
+    if "epochs" in result:
+        total += f" in {int(result['epochs'])} epochs"
     return total, f"{int(result['best_epoch']) * per_epoch} ({per_epoch} per epoch)"
 
 
