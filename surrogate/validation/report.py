@@ -63,8 +63,9 @@ REPORT = "report.html"
 METRICS = "metrics.json"
 FLOOR = "floor"  # the column name (and MLflow prefix) of reference B against reference A
 SURROGATE = "surrogate"
-NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]*$")  # a baseline name: a prefix of MLflow metric names
-RESERVED = {FLOOR, SURROGATE, "generated", "reference", "val"}
+NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")  # a baseline name: a prefix of MLflow metric names
+RESERVED = {FLOOR, SURROGATE, "generated", "reference", "reference_b"}
+MIN_EVENTS = 10  # per compared sample: the classifier's 60/20/20 split needs >= 2 events per part
 HEADLINE = ("auc_low_level", "jsd_low_level", "auc_high_level", "jsd_high_level", "fpd_x1e3", "fpd_x1e3_err",
             "kpd_x1e3", "kpd_x1e3_err", "mean_separation_power", "max_separation_power", *PRDC)
 CHALLENGE = "CaloChallenge"
@@ -169,8 +170,16 @@ def _short(value: Any, limit: int = 300) -> str:
 
 def baseline_name(path: str | Path) -> str:
     """``generate/baseline_gflash.h5`` -> ``gflash``: the file stem without a ``baseline_`` prefix."""
-    stem = Path(path).stem
-    return stem.removeprefix("baseline_")
+    name = Path(path).stem.removeprefix("baseline_")
+    check_baseline_name(name, path)
+    return name
+
+
+def check_baseline_name(name: str, path: str | Path) -> None:
+    """A baseline's name prefixes its MLflow metrics (``gflash_fpd_x1e3``): letters, digits, underscores."""
+    if not NAME.match(name) or name in RESERVED:
+        raise InputError(path, None, f"baseline name {name!r}: expected letters, digits and underscores, "
+                         f"starting with a letter, other than {', '.join(sorted(RESERVED))}")
 
 
 @dataclass
@@ -215,10 +224,8 @@ def validate_files(domain: Domain, generated_path: str | Path, reference_path: s
     from tqdm import tqdm
 
     baselines = dict(baselines or {})
-    for name in baselines:
-        if not NAME.match(name) or name in RESERVED:
-            raise InputError(baselines[name], None, f"baseline name {name!r}: expected letters and digits, "
-                             f"starting with a letter, other than {', '.join(sorted(RESERVED))}")
+    for name, path in baselines.items():
+        check_baseline_name(name, path)
     out_dir = Path(out_dir)
     for name in (REPORT, METRICS):
         if (out_dir / name).exists():
@@ -259,6 +266,10 @@ def validate_files(domain: Domain, generated_path: str | Path, reference_path: s
     n_b = len(b_sample.cond) if b_rows is None else len(b_rows)
     others = {"generated": samples["generated"], **{name: samples[name] for name in baselines}}
     n = min([n_b] + [len(s.cond) for s in others.values()])
+    if n <= max(cfg.prdc_k, MIN_EVENTS):
+        smallest = min([b_sample, *others.values()], key=lambda s: len(s.cond))
+        raise InputError(smallest.path, None, f"{n} events per compared sample (after any split); expected more "
+                         f"than {max(cfg.prdc_k, MIN_EVENTS)} (the classifier's splits, validate.prdc_k)")
     b_keep = _rows(n_b, n, rng)
     floor_rows = b_keep if b_rows is None else (b_rows if b_keep is None else b_rows[b_keep])
     rows: dict[str, np.ndarray | None] = {FLOOR: floor_rows}

@@ -49,6 +49,9 @@ def test_defaults_pick_the_validation_split_and_every_baseline_file(filled_run: 
     assert baselines == {"flat": extra, "gflash": filled_run / "generate/baseline_gflash.h5"}
     cfg = Config(validate=ValidateConfig(baselines=(str(extra),), discover_baselines=False))
     assert validate_inputs(cfg, filled_run)[3] == {"flat": extra}
+    bad = _write(tmp_path / "baseline_g-flash.h5", 8)
+    with pytest.raises(SurrogateError, match="baseline name 'g-flash': expected letters, digits"):
+        validate_inputs(Config(validate=ValidateConfig(baselines=(str(bad),))), filled_run)
     clash = _write(tmp_path / "other" / "baseline_gflash.h5", 7)
     with pytest.raises(SurrogateError, match="two baselines named 'gflash'"):
         validate_inputs(Config(validate=ValidateConfig(baselines=(str(clash),))), filled_run)
