@@ -481,8 +481,10 @@ reference A: what a perfect surrogate scores at this statistics ({html.escape(co
 max-abs-normalised high-level inputs. Separation power: 0 identical, 1 disjoint histograms.
 Precision (fidelity) and recall (diversity), density and coverage (Naeem et al. 2020, k nearest
 neighbours on standardised high-level inputs): 1 where the samples cover each other's manifolds; a
-surrogate that drops modes loses recall and coverage. <b>definition</b>: "{CHALLENGE}" metrics are the
-challenge's (code/evaluate.py), "{OURS}" are added by this project and have no published counterpart.
+surrogate that drops modes loses recall and coverage (the challenge's evaluate.py has a prdc mode on
+log10 voxel energies, not part of its published results; ours runs on the high-level features).
+<b>definition</b>: "{CHALLENGE}" metrics are the challenge's (code/evaluate.py), "{OURS}" are added by
+this project and have no published counterpart.
 Settings: {html.escape(settings)}.</p>
 <h2>Classifier test</h2>
 {_table(cls_rows, ("column", "inputs", "AUC", "JSD", "AUC (uncalibrated)", "accuracy", "best epoch",
