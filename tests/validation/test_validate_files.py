@@ -127,14 +127,16 @@ def test_observables_reload_from_netcdf_with_dims_and_units(files: dict[str, Pat
     np.testing.assert_array_equal(ds["E_ratio"].values, features["E_ratio"])
     np.testing.assert_array_equal(ds["r_high"].values, GEO.r_edges_mm[1:])
     # Profiles: the mean longitudinal profile and its error, in the features' units.
-    profile = np.mean([features[f"E_layer_{i}"] for i in range(GEO.n_layers)], axis=1)
+    # (float64 sums: the features may be float32, the saved arrays are float64)
+    profile = np.mean([np.asarray(features[f"E_layer_{i}"], dtype=np.float64) for i in range(GEO.n_layers)], axis=1)
     np.testing.assert_allclose(ds["E_layer_mean"].values, profile, rtol=1e-12)
     assert ds["E_layer_mean"].dims == ("layer",) and ds["E_layer_mean"].attrs["units"] == "MeV"
     assert ds["E_radial_sem"].dims == ("r_bin",)
     assert ds.attrs["sample"] == "generated" and ds.attrs["file"] == str(files["shifted"])
-    # Energy bookkeeping survives the round trip: layers and radial bins both sum to E_tot.
-    np.testing.assert_allclose(ds["E_layer"].sum("layer"), ds["E_tot"], rtol=1e-9)
-    np.testing.assert_allclose(ds["E_radial"].sum("r_bin"), ds["E_tot"], rtol=1e-9)
+    # Energy bookkeeping survives the round trip: layers and radial bins both sum to E_tot (to float32
+    # rounding: the challenge sums energies in the file's precision).
+    np.testing.assert_allclose(ds["E_layer"].sum("layer"), ds["E_tot"], rtol=1e-6)
+    np.testing.assert_allclose(ds["E_radial"].sum("r_bin"), ds["E_tot"], rtol=1e-6)
 
 
 def test_same_distribution_passes_under_floor_thresholds(files: dict[str, Path], tmp_path: Path) -> None:
