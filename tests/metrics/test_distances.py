@@ -82,10 +82,11 @@ def test_normalisation_uses_the_reference_maximum() -> None:
     r, g = normalise_max_abs(real, gen)
     np.testing.assert_allclose(r, [[0.5, -1.0, 0.0], [1.0, 0.5, 0.0]])
     np.testing.assert_allclose(g, [[2.0, 2.0, 3.0]])  # a feature 0 throughout real is left unscaled
-    # A reference maximum at rounding level (a width of 8e-9 where every shower hit one bin) is no
-    # scale either: dividing by it turned a real 0.02 width in the other sample into 2.5e6.
-    r, g = normalise_max_abs(np.array([[8.0, 8e-9], [4.0, 0.0]]), np.array([[2.0, 0.02]]))
-    np.testing.assert_allclose(g, [[0.25, 0.02]])
+    # A reference maximum at rounding level (widths of 8e-9 or, summed in float32, 2.6e-5 where every
+    # shower hit one bin) is no scale either: dividing by it turned a real 0.02 width into 2.5e6 or 900.
+    r, g = normalise_max_abs(np.array([[8.0, 8e-9, 2.6e-5, 1e-3], [4.0, 0.0, 0.0, 0.0]]),
+                             np.array([[2.0, 0.02, 0.02, 0.02]]))
+    np.testing.assert_allclose(g, [[0.25, 0.02, 0.02, 20.0]])  # 1e-3 (a 0.1 mm width) is a scale
     np.testing.assert_allclose(r[:, 1], [8e-9, 0.0])
 
 
