@@ -72,6 +72,8 @@ def test_stage_logs_floor_and_baselines_to_mlflow(filled_run: Path) -> None:
                  "observables_generated.nc", "observables_gflash.nc"):
         assert (out / name).is_file(), name
     assert {"fpd_x1e3", "floor_fpd_x1e3", "gflash_fpd_x1e3", "floor_recall", "gflash_coverage"} <= set(result.metrics)
+    assert "sep_E_layer_3" in result.metrics and "floor_sep_E_ratio" in result.metrics
+    assert "floor_sep_E_layer_3" not in result.metrics, "per-layer floor histograms stay in metrics.json"
     run = MlflowClient(tracker.uri).get_run(result.mlflow_run_id)
     assert run.data.metrics["floor_fpd_x1e3"] == pytest.approx(result.metrics["floor_fpd_x1e3"])
     assert run.data.metrics["gflash_auc_high_level"] == pytest.approx(result.metrics["gflash_auc_high_level"])
