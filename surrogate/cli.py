@@ -102,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         result = stages.RUNNERS[args.command](cfg, run_dir, progress=not args.quiet)
         print(f"{args.command}: {result.out_dir} ({result.seconds:.1f} s)")
         if result.passed is not None:
+            _print_validation(result.metrics)
             print(f"verdict: {'PASS' if result.passed else 'FAIL'}; report: {result.outputs['report']}")
             for failure in result.failures:
                 print(f"  {failure}")
@@ -189,8 +190,7 @@ def _run_all(cfg: Config, run_dir: Path, *, progress: bool) -> int:
         print(f"  {r.stage:<9} {r.seconds:7.1f} s  {r.out_dir}{'  (kept)' if r.kept else ''}")
     final = results[-1]
     metrics = final.metrics
-    keys = ("auc_low_level", "auc_high_level", "fpd_x1e3", "kpd_x1e3", "mean_separation_power")
-    print("validation: " + ", ".join(f"{k}={metrics[k]:.4g}" for k in keys if k in metrics))
+    _print_validation(metrics)
     print(f"verdict: {'PASS' if final.passed else 'FAIL'}")
     for failure in final.failures:
         print(f"  {failure}")
@@ -230,6 +230,19 @@ def _is_run_folder(path: Path) -> bool:
 
     names = {p.name for p in path.iterdir()}
     return not (names - {LOG_DIR}) or "config.yaml" in names or bool(names & set(STAGES))
+
+
+def _print_validation(metrics: dict[str, float]) -> None:
+    """The headline metrics as columns: floor, surrogate and every baseline (names as logged to MLflow)."""
+    keys = ("auc_low_level", "auc_high_level", "fpd_x1e3", "kpd_x1e3", "mean_separation_power", "precision",
+            "recall", "density", "coverage")
+    baselines = sorted(k.removesuffix("_fpd_x1e3") for k in metrics
+                       if k.endswith("_fpd_x1e3") and k != "floor_fpd_x1e3")
+    columns = [("floor", "floor_"), ("surrogate", ""), *((name, f"{name}_") for name in baselines)]
+    print(f"{'validation':<22}" + "".join(f"{name:>12}" for name, _ in columns))
+    for key in keys:
+        if key in metrics:
+            print(f"{key:<22}" + "".join(f"{metrics.get(prefix + key, float('nan')):>12.4g}" for _, prefix in columns))
 
 
 def _cleanup(run_dir: Path | None, created: bool) -> None:

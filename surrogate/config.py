@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -160,22 +161,74 @@ class GenerateConfig:
         _choice("generate.dtype", self.dtype, FILE_DTYPES)
 
 
+FLOOR_LIMIT = re.compile(r"^\s*(?P<k>[0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*[x*]\s*floor\s*$")
+
+
+@dataclass(frozen=True)
+class Limit:
+    """The pass bound on one metric (pass if the value is at or below it): absolute, or a multiple of the floor.
+
+    The floor is the same metric computed for the reference against an independent reference sample of
+    the surrogate comparison's size (``surrogate.validation``). In YAML a limit is a number (``0.85``:
+    absolute) or a string ``"<k>x floor"`` (``"3x floor"``: k times the floor).
+    """
+
+    value: float  # the absolute bound, or the multiple k when of_floor
+    of_floor: bool = False  # the bound is value x floor
+
+    @classmethod
+    def from_config(cls, raw: Any, where: str) -> Limit:
+        if isinstance(raw, str):
+            match = FLOOR_LIMIT.match(raw)
+            if match is None:
+                number = _yaml11_float(raw)
+                if isinstance(number, str):
+                    raise ConfigError(f"{where}: expected a number or '<k>x floor' (e.g. '3x floor'), got {raw!r}")
+                raw = number
+            else:
+                k = float(match["k"])
+                if not k > 0:
+                    raise ConfigError(f"{where}: expected a positive multiple of the floor, got {raw!r}")
+                return cls(k, of_floor=True)
+        if isinstance(raw, bool) or not isinstance(raw, (int, float)) or math.isnan(raw):
+            raise ConfigError(f"{where}: expected a number or '<k>x floor' (e.g. '3x floor'), got {raw!r}")
+        return cls(float(raw))
+
+    def to_config(self) -> float | str:
+        return f"{self.value:g}x floor" if self.of_floor else self.value
+
+    def bound(self, floor: float) -> float:
+        """The numeric threshold, given the floor's value (ignored for an absolute limit)."""
+        return self.value * floor if self.of_floor else self.value
+
+    def __str__(self) -> str:
+        return f"{self.value:g}x floor" if self.of_floor else f"{self.value:g} (absolute)"
+
+
 @dataclass(frozen=True)
 class Thresholds:
-    """A model passes validation when every metric is at or below its threshold."""
+    """A model passes validation when every metric is at or below its limit (field name = metric name)."""
 
-    auc_low_level: float = 0.99  # classifier AUC on voxels (0.5 = indistinguishable)
-    auc_high_level: float = 0.99  # classifier AUC on high-level features
-    fpd_x1e3: float = 1000.0  # Frechet physics distance x 1e3
-    kpd_x1e3: float = 100.0  # kernel physics distance x 1e3
-    mean_separation_power: float = 0.5  # mean separation power over all feature histograms
+    auc_low_level: Limit = Limit(0.99)  # classifier AUC on voxels (0.5 = indistinguishable)
+    auc_high_level: Limit = Limit(0.99)  # classifier AUC on high-level features
+    fpd_x1e3: Limit = Limit(3.0, of_floor=True)  # Frechet physics distance x 1e3
+    kpd_x1e3: Limit = Limit(3.0, of_floor=True)  # kernel physics distance x 1e3
+    mean_separation_power: Limit = Limit(3.0, of_floor=True)  # mean separation power over all histograms
 
+    # The values an absolute limit may take; a floor multiple is any finite number > 0 (Limit.from_config).
     RANGES: ClassVar[dict[str, Range]] = {
         "auc_low_level": Range(0, 1), "auc_high_level": Range(0, 1), "fpd_x1e3": NON_NEGATIVE,
         "kpd_x1e3": Range(None), "mean_separation_power": Range(0, 1)}
 
     def __post_init__(self) -> None:
-        check_ranges(self, "validate.thresholds")
+        for name, allowed in self.RANGES.items():
+            limit: Limit = getattr(self, name)
+            if limit.of_floor and not (math.isfinite(limit.value) and limit.value > 0):
+                raise ConfigError(f"validate.thresholds.{name}: expected a finite multiple > 0 of the floor, "
+                                  f"got {limit}")
+            if not limit.of_floor and limit.value not in allowed:
+                raise ConfigError(f"validate.thresholds.{name}: expected {allowed.describe()} or '<k>x floor', "
+                                  f"got {limit.value}")
 
 
 @dataclass(frozen=True)
@@ -183,6 +236,9 @@ class ValidateConfig:
     generated: str = ""  # generated file; empty = this run's generate output
     reference: str = ""  # reference file; empty = this run's held-out test split
     accept_implausible: bool = False  # take a reference that breaks the domain's plausibility rules (README)
+    reference_b: str = ""  # independent reference for the floor; empty = run's reference_val.h5 or half of `reference`
+    baselines: tuple[str, ...] = ()  # more generated files scored beside the surrogate (named by file stem)
+    discover_baselines: bool = True  # also score every generate/baseline_<name>.h5 of this run
     max_events: int = 0  # cap on events per sample (0 = all)
     classifier_hidden: int = 2048  # width of the classifier's 3 hidden layers (CaloChallenge: 2048)
     classifier_epochs: int = 50  # classifier epochs (best epoch chosen on its test split)
@@ -191,18 +247,22 @@ class ValidateConfig:
     classifier_min_steps_per_epoch: int = 10  # shrink the batch to give at least this many steps an epoch
     classifier_patience: int = 5  # stop after this many epochs without a lower test-split loss; 0 = never
     classifier_dtype: str = "float32"  # float32 | float64 (the challenge's; ~2x slower on CPU, same AUCs)
-    fpd_min_samples: int = 10000  # smallest subsample in the FPD 1/N extrapolation (capped by N)
+    fpd_min_samples: int = 10000  # smallest FPD bootstrap size; a smaller sample caps the sizes at its size
+    fpd_batches: int = 20  # FPD: bootstrap draws per size, averaged (jetnet: 20)
     kpd_batches: int = 10  # KPD: number of batches whose median is reported
     kpd_batch_size: int = 10000  # KPD: events per batch (capped by N)
+    prdc_k: int = 5  # nearest neighbours defining the manifolds of precision/recall/density/coverage
+    prdc_max_samples: int = 10000  # events per sample in precision/recall/density/coverage (cost ~N^2)
     thresholds: Thresholds = field(default_factory=Thresholds)  # pass/fail verdict
-    seed: int = 0  # seeds classifier initialisation, splits and metric subsampling
+    seed: int = 0  # seeds the floor's split, subsampling, classifier initialisation and metric bootstraps
 
     RANGES: ClassVar[dict[str, Range]] = {
         "max_events": NON_NEGATIVE, "classifier_hidden": POSITIVE, "classifier_epochs": POSITIVE,
         "classifier_lr": Range(0, 1, lo_open=True), "classifier_batch": POSITIVE,
         # FPD and KPD need at least 2 events per (sub)sample: a covariance, an off-diagonal kernel sum
         "fpd_min_samples": Range(2), "kpd_batches": POSITIVE, "kpd_batch_size": Range(2), "seed": SEED,
-        "classifier_min_steps_per_epoch": POSITIVE, "classifier_patience": NON_NEGATIVE}
+        "classifier_min_steps_per_epoch": POSITIVE, "classifier_patience": NON_NEGATIVE,
+        "fpd_batches": POSITIVE, "prdc_k": POSITIVE, "prdc_max_samples": Range(2)}
 
     def __post_init__(self) -> None:
         check_ranges(self, "validate")
@@ -245,6 +305,8 @@ def _yaml11_float(text: str) -> float | str:
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     """Check ``value`` against the annotation ``tp``; the only conversions are int->float and list->tuple."""
     origin = typing.get_origin(tp)
+    if isinstance(tp, type) and hasattr(tp, "from_config"):  # a value type with its own YAML form (Limit)
+        return tp.from_config(value, where)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping of {_type_name(tp)} fields, got {value!r}")
@@ -374,6 +436,8 @@ def config_from_dict(tree: dict[str, Any], get_domain: Any = None) -> Config:
 def config_to_dict(cfg: Any) -> dict[str, Any]:
     """Plain-data form (lists, not tuples) for YAML, JSON and checkpoints."""
     def plain(x: Any) -> Any:
+        if hasattr(x, "to_config"):
+            return x.to_config()
         if dataclasses.is_dataclass(x) and not isinstance(x, type):
             return {f.name: plain(getattr(x, f.name)) for f in dataclasses.fields(x)}
         if isinstance(x, (list, tuple)):

@@ -11,7 +11,8 @@ stage's outputs in the same run folder:
     <run>/train/checkpoints/last.pt  full training state; train/generator.pt the exported EMA generator
     <run>/generate/generated.h5      surrogate events for the test split's conditions
                  baseline_<name>.h5, .json  classical baselines (generate.baselines) and their fitted parameters
-    <run>/validate/report.html       metrics, plots, verdict
+    <run>/validate/report.html       metrics beside the floor and baselines, plots, verdict;
+                  metrics.json, observables_<sample>.nc (labelled features and profiles)
     <run>/mlflow.db, mlartifacts/    the MLflow store (unless a tracking server is used)
 
 Each stage folder ends with ``stage.json``, its manifest (surrogate.runfolder): the stage's key (a hash
@@ -211,8 +212,9 @@ def _in_training_evaluator(cfg: Config, store_dir: Path) -> Any:
 
     def evaluate(sample: Any, step: int) -> dict[str, float]:
         gen = sample(ref_cond)
+        # cfg.validate: the same seed, FPD, KPD and PRDC settings as the `validate` stage.
         return {f"val_{k}": v for k, v in
-                quick_metrics(domain, ref_data, ref_cond, gen, ref_cond, seed=cfg.validate.seed).items()}
+                quick_metrics(domain, ref_data, ref_cond, gen, ref_cond, cfg.validate).items()}
 
     return evaluate
 
@@ -375,21 +377,48 @@ def _progress(blocks: Iterator[Any], total: int, batch: int, enabled: bool, desc
             bar.update(len(block[0]))
 
 
+def validate_inputs(cfg: Config, run_dir: Path) -> tuple[Path, Path, Path | None, dict[str, Path]]:
+    """(generated, reference, reference_b or None = split the reference, baselines by name) of a validation.
+
+    Defaults in a run folder: generate/generated.h5 against prepare/reference_test.h5; the floor from
+    prepare/reference_val.h5 (an independent Geant4 sample of the same settings) when the reference is
+    the default test split, else from two halves of the reference; baselines: ``validate.baselines``
+    plus, with ``validate.discover_baselines``, every generate/baseline_<name>.h5.
+    """
+    from surrogate.validation.report import baseline_name
+
+    vcfg = cfg.validate
+    gen = _default_input(vcfg.generated, run_dir / "generate" / "generated.h5", "validate.generated",
+                         "run `surrogate generate` first or set it")
+    ref = _default_input(vcfg.reference, run_dir / "prepare" / "reference_test.h5",
+                         "validate.reference", "run `surrogate prepare` first or set it")
+    ref_b: Path | None = Path(vcfg.reference_b) if vcfg.reference_b else None
+    if ref_b is None and not vcfg.reference and (run_dir / "prepare" / "reference_val.h5").exists():
+        ref_b = run_dir / "prepare" / "reference_val.h5"
+    found = sorted((run_dir / "generate").glob("baseline_*.h5")) if vcfg.discover_baselines else []
+    baselines: dict[str, Path] = {}
+    for path in [Path(p) for p in vcfg.baselines] + found:
+        name = baseline_name(path)
+        if name in baselines and baselines[name].resolve() != path.resolve():
+            raise SurrogateError(f"validate.baselines: two baselines named {name!r}: {baselines[name]} and {path}")
+        baselines[name] = path
+    return gen, ref, ref_b, baselines
+
+
 def run_validate(cfg: Config, run_dir: Path, *, tracker: Any = None, progress: bool = True,
                  continue_run: bool = False) -> StageResult:
     from surrogate.validation import validate_files
 
     domain = get_domain(cfg.domain)
-    gen = _default_input(cfg.validate.generated, run_dir / "generate" / "generated.h5", "validate.generated",
-                         "run `surrogate generate` first or set it")
-    ref = _default_input(cfg.validate.reference, run_dir / "prepare" / "reference_test.h5",
-                         "validate.reference", "run `surrogate prepare` first or set it")
-    for path in (gen, ref):
+    gen, ref, ref_b, baselines = validate_inputs(cfg, run_dir)
+    for path in (gen, ref, *([ref_b] if ref_b else []), *baselines.values()):
         domain.check_file(path)
     if cfg.validate.reference and not cfg.validate.accept_implausible:
         # a reference brought from outside the run is checked as prepare checks its inputs
         domain.check_plausible(ref, setting="validate.accept_implausible")
-    key = runfolder.stage_key("validate", stage_settings(cfg, "validate"), [gen, ref], run_dir)
+    # the floor's reference and the baselines are inputs too: a changed file redoes the stage
+    key = runfolder.stage_key("validate", stage_settings(cfg, "validate"),
+                              [gen, ref, *([ref_b] if ref_b else []), *baselines.values()], run_dir)
     kept = _kept(run_dir, "validate", key, continue_run=continue_run)
     if kept:
         return kept
@@ -398,15 +427,21 @@ def run_validate(cfg: Config, run_dir: Path, *, tracker: Any = None, progress: b
     with stage_dir(run_dir, "validate", key) as folder, tracker.run("validate") as mlrun:
         out = folder.path
         mlrun.log_params({"domain": cfg.domain, "validate": config_to_dict(cfg.validate),
-                          "generated": str(gen), "reference": str(ref)})
-        say(f"validate: {gen} against {ref} -> {out}")
-        report = validate_files(domain, gen, ref, cfg.validate, out, progress=progress)
+                          "generated": str(gen), "reference": str(ref),
+                          "reference_b": str(ref_b) if ref_b else "half of the reference",
+                          "baselines": ", ".join(f"{k}={v}" for k, v in baselines.items()) or "none"})
+        floor_from = ref_b or f"two halves of {ref}"
+        say(f"validate: {gen} against {ref}; floor from {floor_from}"
+            + (f"; baselines {', '.join(baselines)}" if baselines else "") + f" -> {out}")
+        report = validate_files(domain, gen, ref, cfg.validate, out, reference_b_path=ref_b,
+                                baselines=baselines, progress=progress)
         (out / "config.yaml").write_text(dump_config(cfg))
-        mlrun.log_metrics(report.metrics)
+        metrics = report.flat_metrics()
+        mlrun.log_metrics(metrics)
         mlrun.set_tags({"verdict": "pass" if report.passed else "fail",
                         "failures": "; ".join(report.failures) or "none"})
         mlrun.log_artifacts(out)
-        return _finish(folder, StageResult("validate", out, time.perf_counter() - t0, dict(report.metrics),
+        return _finish(folder, StageResult("validate", out, time.perf_counter() - t0, metrics,
                                            {"report": Path(report.report_path), "metrics": report.metrics_path},
                                            mlrun.run_id, report.passed, tuple(report.failures)))
 
@@ -436,5 +471,6 @@ def run_all(cfg: Config, run_dir: Path, *, progress: bool = True,
         verdict = results[-1].passed
         if verdict is not None:
             parent.set_tags({"verdict": "pass" if verdict else "fail"})
-            parent.log_metrics({k: v for k, v in results[-1].metrics.items() if not k.startswith("sep_")})
+            # The summaries of every column (surrogate, floor_, baselines); per-histogram ones stay on the stage run.
+            parent.log_metrics({k: v for k, v in results[-1].metrics.items() if "sep_" not in k})
     return results

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from surrogate.config import config_to_dict, load_config
+from surrogate.config import Limit, config_to_dict, load_config
 from surrogate.errors import ConfigError
 
 CONFIGS = sorted(Path(__file__).parents[1].joinpath("configs").rglob("*.yaml"))
@@ -22,8 +22,19 @@ def test_overrides_are_typed_and_nested(tmp_path: Path) -> None:
     assert cfg.train.steps == 7
     assert cfg.train.lr_g == pytest.approx(3e-4)
     assert cfg.prepare.inputs == ("a.h5", "b.h5")
-    assert cfg.validate.thresholds.fpd_x1e3 == 2.0 and isinstance(cfg.validate.thresholds.fpd_x1e3, float)
+    assert cfg.validate.thresholds.fpd_x1e3 == Limit(2.0) and isinstance(cfg.validate.thresholds.fpd_x1e3.value, float)
     assert cfg.simulate.n_events == 5
+
+
+def test_limits_are_absolute_numbers_or_floor_multiples() -> None:
+    cfg = load_config(None, ["validate.thresholds.auc_low_level=0.85", "validate.thresholds.fpd_x1e3=3x floor",
+                             "validate.thresholds.kpd_x1e3=2.5 * floor"])
+    limits = cfg.validate.thresholds
+    assert limits.auc_low_level == Limit(0.85) and limits.auc_low_level.bound(floor=0.5) == 0.85
+    assert limits.fpd_x1e3 == Limit(3.0, of_floor=True) and limits.fpd_x1e3.bound(floor=40.0) == 120.0
+    assert limits.kpd_x1e3.bound(floor=2.0) == 5.0
+    # YAML form survives the plain-dict round trip (what metrics.json and config.yaml hold).
+    assert config_to_dict(cfg)["validate"]["thresholds"]["fpd_x1e3"] == "3x floor"
 
 
 def test_round_trip_through_plain_dict() -> None:
@@ -51,6 +62,13 @@ def test_round_trip_through_plain_dict() -> None:
     ("novalue", "expected key=value"),
     ("generate.baselines=[geant3]", "generate.baselines: unknown baseline 'geant3' (available: gflash)"),
     ("generate.baselines=[gflash, gflash]", "generate.baselines: .* names a baseline twice"),
+    ("validate.thresholds.fpd_x1e3=lots", "validate.thresholds.fpd_x1e3: expected a number or '<k>x floor'"),
+    ("validate.thresholds.kpd_x1e3=-2x floor", "validate.thresholds.kpd_x1e3: expected a number or '<k>x floor'"),
+    ("validate.thresholds.kpd_x1e3=0x floor", "validate.thresholds.kpd_x1e3: expected a positive multiple"),
+    ("validate.thresholds.auc_jsd=0.6", "validate.thresholds.auc_jsd: unknown config key"),
+    ("validate.prdc_k=0", "validate.prdc_k: expected a number > 0, got 0"),
+    ("validate.thresholds.auc_low_level=1.5",
+     "validate.thresholds.auc_low_level: expected a number in .0, 1. or '<k>x floor', got 1.5"),
 ])
 def test_bad_values_name_the_key(override: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -93,7 +111,10 @@ def test_every_numeric_setting_declares_its_range(section: str, cls: type) -> No
     import typing
 
     hints = typing.get_type_hints(cls)
-    numeric = {f.name for f in dataclasses.fields(cls) if hints[f.name] in (int, float)}
+    from surrogate.config import Limit
+
+    # A threshold's Limit is numeric too: its absolute value has a range (a floor multiple is any k > 0).
+    numeric = {f.name for f in dataclasses.fields(cls) if hints[f.name] in (int, float, Limit)}
     assert numeric and numeric == set(cls.RANGES), f"{section}: {sorted(numeric ^ set(cls.RANGES))}"
 
 

@@ -105,6 +105,10 @@ def test_validation_is_logged_to_one_mlflow_run_under_the_parent(finished_run: t
     assert val.data.params["validate.classifier_hidden"] == "16"
     artifacts = {a.path for a in client.list_artifacts(val.info.run_id)}
     assert "report.html" in artifacts
+    # The floor (the validation split against the test split) is logged beside every surrogate metric.
+    assert val.data.metrics["floor_auc_low_level"] == pytest.approx(saved["floor"]["auc_low_level"])
+    assert "reference_val.h5" in saved["comparison"]["floor_method"]
+    assert {"observables_generated.nc", "observables_reference.nc", "observables_reference_b.nc"} <= artifacts
     train = by_name["train"]
     history = client.get_metric_history(train.info.run_id, "loss_d")
     assert len(history) >= 1 and all(np.isfinite(m.value) for m in history)
@@ -116,7 +120,9 @@ def test_validate_rerun_gives_identical_numbers(finished_run: tuple[Path, str, i
     again = tmp_path / "again"
     args = ["validate", str(QUICKSTART), "--quiet", "--out", str(again), "--tracking-uri", uri,
             "--set", f"validate.generated={run_dir / 'generate/generated.h5'}",
-            "--set", f"validate.reference={run_dir / 'prepare/reference_test.h5'}"]
+            "--set", f"validate.reference={run_dir / 'prepare/reference_test.h5'}",
+            "--set", f"validate.reference_b={run_dir / 'prepare/reference_val.h5'}",
+            "--set", f"validate.baselines=[{', '.join(map(str, sorted(run_dir.glob('generate/baseline_*.h5'))))}]"]
     for item in TINY:
         if item.startswith("validate."):
             args += ["--set", item]
@@ -127,8 +133,8 @@ def test_validate_rerun_gives_identical_numbers(finished_run: tuple[Path, str, i
     # where the run took its stage defaults; everything else (every metric, the verdict) is identical.
     assert first.pop("seconds").keys() == second.pop("seconds").keys()
     for saved in (first, second):
-        saved["config"].pop("generated")
-        saved["config"].pop("reference")
+        for key in ("generated", "reference", "reference_b", "baselines"):
+            saved["config"].pop(key)
     assert first["metrics"]["auc_low_level"] == second["metrics"]["auc_low_level"]
     assert first == second
 
@@ -241,7 +247,8 @@ def test_mlflow_ui_shows_the_verdict_metrics_and_the_report(finished_run: tuple[
             page.wait_for_selector("text=auc_low_level", timeout=60_000)
             body = page.inner_text("body")
             assert "validate" in body and ("fail" if code == 1 else "pass") in body
-            assert f"{auc:.3f}"[:4] in body, "the logged AUC is on the run page"
+            # as the UI prints it: 0.631... shows its digits, an AUC of exactly 1 shows as "1"
+            assert f"{auc:.3f}"[:4].rstrip("0").rstrip(".") in body, "the logged AUC is on the run page"
             page.goto(f"{base}/artifactPath/report.html", wait_until="domcontentloaded")
             deadline = 60
             report = None

@@ -326,8 +326,8 @@ def sample_showers(params: GFlashParams, e_inc_mev: np.ndarray, rng: np.random.G
     """GFlash showers for incident energies ``e_inc_mev`` (N,) or (N, 1) MeV, with their hidden variables.
 
     Voxels in the CaloChallenge order (layer, alpha, r), r fastest; alpha bin j covers azimuths
-    -pi + [j, j+1) 2 pi / n_alpha (the challenge's convention). Showers are made in blocks of at most ~``max_spots`` spots; the
-    result depends only on ``rng``'s state, the energies and ``max_spots``.
+    -pi + [j, j+1) 2 pi / n_alpha (the challenge's convention). Showers are made in blocks of at most
+    ~``max_spots`` spots; the result depends only on ``rng``'s state, the energies and ``max_spots``.
     """
     geometry = geometry or dataset2_geometry()
     e = np.asarray(e_inc_mev, dtype=np.float64).reshape(-1)

@@ -48,6 +48,29 @@ class HistogramSpec:
             raise ValueError(f"HistogramSpec {self.name}: source {self.source!r}, expected one of {SOURCES}")
 
 
+@dataclass(frozen=True)
+class FeatureFamily:
+    """How the per-event features ``<name>_<index>`` of one family are labelled as an array."""
+
+    dim: str  # name of the index's dimension, e.g. "layer" or "r_bin"
+    units: str  # units of the values ("MeV", "mm", "1" for dimensionless)
+    description: str = ""  # one line for the array's long_name
+
+
+@dataclass(frozen=True)
+class FeatureLayout:
+    """Names, dimensions and units of a domain's per-event features (``Domain.features``).
+
+    families: family name -> its index dimension and units (features ``<family>_<index>``);
+    scalars: feature name -> (units, description) for one-value-per-event features;
+    coords: dimension -> coordinate name -> (values along the dimension, units), e.g. bin centres.
+    """
+
+    families: Mapping[str, FeatureFamily]
+    scalars: Mapping[str, tuple[str, str]]
+    coords: Mapping[str, Mapping[str, tuple[np.ndarray, str]]]
+
+
 class Domain(Protocol):
     name: str
     SimulateConfig: type  # dataclass of the reference simulator's settings
@@ -120,6 +143,9 @@ class Domain(Protocol):
 
     def high_level_inputs(self, features: dict[str, np.ndarray]) -> np.ndarray:
         """Classifier / FPD / KPD inputs built from the high-level observables."""
+
+    def feature_layout(self) -> FeatureLayout:
+        """Dimensions and units of the features, for the labelled arrays saved beside a report."""
 
     def flat_observables(self, data: np.ndarray, cond: np.ndarray) -> dict[str, np.ndarray]:
         """Observables with many values per event (e.g. voxel energies) after the readout, each 1-D.

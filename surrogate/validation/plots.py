@@ -16,8 +16,11 @@ import numpy as np
 from surrogate.domains.base import HistogramSpec
 from surrogate.validation.compute import FAMILY, Observables
 
-REF_STYLE = {"linewidth": 2.5, "alpha": 0.5, "color": "tab:blue", "label": "reference"}
-GEN_STYLE = {"linewidth": 1.2, "color": "tab:red", "label": "generated"}
+REF_STYLE = {"linewidth": 2.5, "alpha": 0.5, "color": "tab:blue", "label": "reference A"}
+# Columns of the report, drawn over reference A: the floor (reference B), the surrogate, baselines.
+COLUMN_STYLES = {"floor": {"linewidth": 1.0, "color": "tab:gray", "linestyle": "--", "label": "reference B (floor)"},
+                 "surrogate": {"linewidth": 1.2, "color": "tab:red", "label": "surrogate"}}
+BASELINE_COLOURS = ("tab:green", "tab:purple", "tab:orange", "tab:brown", "tab:pink", "tab:olive")
 DPI = 80
 COLUMNS = 5  # panels per row of a family grid
 # Histogram thumbnails per family (evenly spaced members, first and last included): drawing costs ~20 ms
@@ -45,13 +48,29 @@ def _figure(n_panels: int, columns: int, panel_in: tuple[float, float], *,
     return fig, list(axes[:n_panels])
 
 
-def _histogram(ax: Any, spec: HistogramSpec, ref: np.ndarray, gen: np.ndarray, sep: float,
+def styles(columns: list[str]) -> dict[str, dict[str, Any]]:
+    """Line style per report column: floor grey dashed, surrogate red, baselines in turn."""
+    out = {}
+    for i, name in enumerate(c for c in columns if c not in COLUMN_STYLES):
+        out[name] = {"linewidth": 1.0, "color": BASELINE_COLOURS[i % len(BASELINE_COLOURS)], "label": name}
+    return {c: COLUMN_STYLES.get(c) or out[c] for c in columns}
+
+
+def _title(name: str, seps: dict[str, dict[str, float]], small: bool) -> str:
+    """Separation power of the surrogate, with the floor's beside it."""
+    key = f"sep_{name}"
+    floor = seps.get("floor", {}).get(key)
+    text = f"S={seps['surrogate'][key]:.3f}"
+    return text + (f" (floor {floor:.3f})" if floor is not None else "")
+
+
+def _histogram(ax: Any, spec: HistogramSpec, ref: np.ndarray, others: list[tuple[np.ndarray, dict[str, Any]]],
                title: str, small: bool) -> None:
     # Normalised to unit area inside the range, as the separation power compares shapes.
     # np.histogram + one step line per sample: ax.hist builds a patch per bin and patches make
     # matplotlib walk Bezier segments for the data limits (several times slower on 362 panels).
     drawn = False
-    for values, style in ((ref, REF_STYLE), (gen, GEN_STYLE)):
+    for values, style in [(ref, REF_STYLE), *others]:
         counts, _ = np.histogram(values[np.isfinite(values)], bins=spec.bins)
         if counts.sum() > 0:
             density = counts / (counts.sum() * np.diff(spec.bins))
@@ -60,7 +79,7 @@ def _histogram(ax: Any, spec: HistogramSpec, ref: np.ndarray, gen: np.ndarray, s
     if spec.log_x and drawn:  # log axes need something positive to show
         ax.set_xscale("log")
         ax.set_yscale("log")
-    ax.set_title(f"{title}  S={sep:.3f}", fontsize=7 if small else 10, pad=2)
+    ax.set_title(title, fontsize=7 if small else 10, pad=2)
     if small:
         # No ticks on thumbnails: the shapes are what is compared, and tick layout dominates the cost.
         from matplotlib.ticker import NullLocator
@@ -73,12 +92,19 @@ def _histogram(ax: Any, spec: HistogramSpec, ref: np.ndarray, gen: np.ndarray, s
         ax.legend(fontsize=8)
 
 
-def plot_histograms(specs: list[HistogramSpec], ref: Observables, gen: Observables,
-                    seps: dict[str, float], out_dir: Path) -> list[Path]:
+def plot_histograms(specs: list[HistogramSpec], ref: Observables, columns: dict[str, Observables],
+                    seps: dict[str, dict[str, float]], out_dir: Path) -> list[Path]:
     """One figure of all global observables, and one grid per family (``name_<index>``) of histograms.
 
-    Every panel title carries the separation power S of its histogram. Returns the PNG paths.
+    ref: reference A; columns: the report's columns (``floor``, ``surrogate``, baselines by name), each
+    drawn over the reference; seps: column -> its metrics (``sep_<name>``). Panel titles carry the
+    surrogate's separation power S and the floor's. Returns the PNG paths.
     """
+    style = styles(list(columns))
+
+    def others(name: str) -> list[tuple[np.ndarray, dict[str, Any]]]:
+        return [(obs.values(name), style[column]) for column, obs in columns.items()]
+
     families: dict[str, list[tuple[int, HistogramSpec]]] = defaultdict(list)
     singles: list[HistogramSpec] = []
     for spec in specs:
@@ -91,60 +117,67 @@ def plot_histograms(specs: list[HistogramSpec], ref: Observables, gen: Observabl
     if singles:
         fig, axes = _figure(len(singles), 3, (4.5, 3.5), small=False)
         for ax, spec in zip(axes, singles, strict=True):
-            _histogram(ax, spec, ref.values(spec.name), gen.values(spec.name), seps[f"sep_{spec.name}"],
-                       spec.name, small=False)
+            _histogram(ax, spec, ref.values(spec.name), others(spec.name),
+                       f"{spec.name}  {_title(spec.name, seps, small=False)}", small=False)
         paths.append(_save(fig, out_dir / "global_observables.png"))
     for family, members in families.items():
         members.sort(key=lambda item: item[0])
         shown = sorted({round(i) for i in np.linspace(0, len(members) - 1, min(THUMBNAILS, len(members)))})
         fig, axes = _figure(len(shown), COLUMNS, (2.6, 1.9), small=True)
         for ax, (index, spec) in zip(axes, [members[i] for i in shown], strict=True):
-            _histogram(ax, spec, ref.values(spec.name), gen.values(spec.name), seps[f"sep_{spec.name}"],
-                       f"{family} {index}", small=True)
-        mean_sep = np.mean([seps[f"sep_{spec.name}"] for _, spec in members])
-        fig.suptitle(f"{family}: {len(shown)} of {len(members)} shown; mean S over all = {mean_sep:.3f}; "
-                     "blue: reference, red: generated", fontsize=10)
+            _histogram(ax, spec, ref.values(spec.name), others(spec.name),
+                       f"{family} {index}  {_title(spec.name, seps, small=True)}", small=True)
+        mean_sep = np.nanmean([seps["surrogate"][f"sep_{spec.name}"] for _, spec in members])
+        legend = "; ".join(f"{st['color'].removeprefix('tab:')}: {st['label']}" for st in style.values())
+        fig.suptitle(f"{family}: {len(shown)} of {len(members)} shown; surrogate's mean S over all = "
+                     f"{mean_sep:.3f}; blue: reference A; {legend}", fontsize=9)
         paths.append(_save(fig, out_dir / f"{family}.png"))
     if families:
         paths.append(_plot_family_separations(families, seps, out_dir))
     return paths
 
 
-def _plot_family_separations(families: dict[str, list[tuple[int, HistogramSpec]]], seps: dict[str, float],
-                             out_dir: Path) -> Path:
-    """Separation power of every member of every family against its index, one line per family."""
+def _plot_family_separations(families: dict[str, list[tuple[int, HistogramSpec]]],
+                             seps: dict[str, dict[str, float]], out_dir: Path) -> Path:
+    """Separation power of every member of every family against its index: surrogate solid, floor dotted."""
     fig, axes = _figure(1, 1, (9.0, 4.0), small=False)
     ax = axes[0]
     for family, members in families.items():
-        ax.plot([i for i, _ in members], [seps[f"sep_{spec.name}"] for _, spec in members], marker=".",
-                label=family)
+        index = [i for i, _ in members]
+        (line,) = ax.plot(index, [seps["surrogate"][f"sep_{spec.name}"] for _, spec in members], marker=".",
+                          label=family)
+        if "floor" in seps:
+            ax.plot(index, [seps["floor"][f"sep_{spec.name}"] for _, spec in members], linestyle=":",
+                    color=line.get_color(), linewidth=1)
     ax.set_xlabel("index (layer)")
     ax.set_ylabel("separation power")
-    ax.set_title("separation power of every per-index histogram")
+    ax.set_title("separation power of every per-index histogram: surrogate (solid), floor (dotted)")
     ax.legend(fontsize=8, ncols=2)
     return _save(fig, out_dir / "separation_powers.png")
 
 
-def plot_profiles(ref: Observables, gen: Observables, out_dir: Path) -> Path:
-    """Mean of every feature family (``name_<index>``) against its index, reference vs generated.
+def plot_profiles(ref: Observables, columns: dict[str, Observables], out_dir: Path) -> Path:
+    """Mean of every feature family (``name_<index>``) against its index, reference A and every column.
 
     For the calorimeter: the longitudinal profile (mean E_layer), the radial profile (mean E_radial)
     and the mean centres, widths and sparsity per layer. Error bars: standard error of the mean.
     """
+    style = styles(list(columns))
     families: dict[str, list[tuple[int, str]]] = defaultdict(list)
     for name in ref.features:
         match = FAMILY.match(name)
         if match:
             families[match["family"]].append((int(match["index"]), name))
     fig, axes = _figure(len(families), 3, (4.5, 3.2), small=False)
+    drawn = [(ref, REF_STYLE, "o")] + [(obs, style[c], "s") for c, obs in columns.items()]
     for ax, (family, members) in zip(axes, sorted(families.items()), strict=True):
         members.sort()
         index = np.array([i for i, _ in members])
-        for obs, style, marker in ((ref, REF_STYLE, "o"), (gen, GEN_STYLE, "s")):
+        for obs, st, marker in drawn:
             values = np.stack([obs.features[name] for _, name in members], axis=1)
             sem = values.std(axis=0) / math.sqrt(max(len(values), 1))
-            ax.errorbar(index, values.mean(axis=0), yerr=sem, color=style["color"], marker=marker,
-                        markersize=2.5, linewidth=1, label=style["label"])
+            ax.errorbar(index, values.mean(axis=0), yerr=sem, color=st["color"], marker=marker,
+                        markersize=2.5, linewidth=1, linestyle=st.get("linestyle", "-"), label=st["label"])
         if family.startswith("E_"):
             ax.set_yscale("log")
         ax.set_title(f"mean {family}", fontsize=10)

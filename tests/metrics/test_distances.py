@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from surrogate.metrics import fpd, frechet_distance, kpd, mmd_poly_unbiased, normalise_max_abs
+from surrogate.metrics import fpd, fpd_sizes, frechet_distance, kpd, mmd_poly_unbiased, normalise_max_abs
 
 
 def test_frechet_distance_of_known_gaussians() -> None:
@@ -82,6 +82,12 @@ def test_normalisation_uses_the_reference_maximum() -> None:
     r, g = normalise_max_abs(real, gen)
     np.testing.assert_allclose(r, [[0.5, -1.0, 0.0], [1.0, 0.5, 0.0]])
     np.testing.assert_allclose(g, [[2.0, 2.0, 3.0]])  # a feature 0 throughout real is left unscaled
+    # A reference maximum at rounding level (widths of 8e-9 or, summed in float32, 2.6e-5 where every
+    # shower hit one bin) is no scale either: dividing by it turned a real 0.02 width into 2.5e6 or 900.
+    r, g = normalise_max_abs(np.array([[8.0, 8e-9, 2.6e-5, 1e-3], [4.0, 0.0, 0.0, 0.0]]),
+                             np.array([[2.0, 0.02, 0.02, 0.02]]))
+    np.testing.assert_allclose(g, [[0.25, 0.02, 0.02, 20.0]])  # 1e-3 (a 0.1 mm width) is a scale
+    np.testing.assert_allclose(r[:, 1], [8e-9, 0.0])
 
 
 def test_same_seed_same_numbers_and_seed_matters() -> None:
@@ -89,3 +95,19 @@ def test_same_seed_same_numbers_and_seed_matters() -> None:
     a, b = rng.normal(size=(500, 3)), rng.normal(0.2, size=(500, 3))
     assert kpd(a, b, batch_size=200, seed=1) == kpd(a, b, batch_size=200, seed=1)
     assert kpd(a, b, batch_size=200, seed=1) != kpd(a, b, batch_size=200, seed=2)
+
+
+def test_fpd_bootstrap_never_exceeds_a_sample_smaller_than_min_samples() -> None:
+    # Issue 5: 400 events with min_samples 10000 used to bootstrap sizes up to 50000 from 400 events.
+    sizes = fpd_sizes(400, 800, min_samples=10000)
+    assert sizes.max() == 400 and sizes.min() == 200 and len(sizes) == 10
+    assert np.all(np.diff(1.0 / sizes) < 0), "evenly spaced in 1/N, largest size last"
+    # At or above min_samples the sizes are jetnet's (the reference numbers above depend on it).
+    # (49999: the int32 truncation of 1 / (1 / 50000) in floating point, as in jetnet)
+    np.testing.assert_array_equal(fpd_sizes(20000, 20000, min_samples=10000)[[0, -1]], [10000, 49999])
+    # The capped FPD still extrapolates to the plug-in distance of the two samples' moments.
+    rng = np.random.default_rng(5)
+    real, gen = rng.normal(size=(400, 3)), rng.normal(0.5, size=(400, 3))
+    value, error = fpd(real, gen, min_samples=10000, normalise=False, seed=1)
+    plug_in = frechet_distance(real.mean(0), np.cov(real.T), gen.mean(0), np.cov(gen.T))
+    assert value == pytest.approx(plug_in, abs=3 * error + 0.01)

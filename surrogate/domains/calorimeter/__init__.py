@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from surrogate.config import FRACTION, POSITIVE, SEED, ConfigError, Range, check_ranges
-from surrogate.domains.base import HistogramSpec, LazyEvents
+from surrogate.domains.base import FeatureFamily, FeatureLayout, HistogramSpec, LazyEvents
 from surrogate.domains.calorimeter import schema
 from surrogate.errors import InputError
 
@@ -201,6 +201,22 @@ class Calorimeter:
         from surrogate.domains.calorimeter.features import high_level_inputs
 
         return high_level_inputs(features, self.geometry)
+
+    def feature_layout(self) -> FeatureLayout:
+        """Per-layer families on dimension ``layer``, the radial profile on ``r_bin`` (features.py)."""
+        per_layer = {"E_layer": ("MeV", "energy in the layer"),
+                     "center_x": ("mm", "energy-weighted mean x"), "center_y": ("mm", "energy-weighted mean y"),
+                     "center_r": ("mm", "energy-weighted mean r"), "width_x": ("mm", "energy-weighted std of x"),
+                     "width_y": ("mm", "energy-weighted std of y"), "width_r": ("mm", "energy-weighted std of r"),
+                     "sparsity": ("1", "fraction of the layer's voxels at exactly 0")}
+        families = {name: FeatureFamily("layer", units, text) for name, (units, text) in per_layer.items()}
+        families["E_radial"] = FeatureFamily("r_bin", "MeV", "energy in the radial bin, summed over layers and angles")
+        edges = np.asarray(self.geometry.r_edges_mm, dtype=np.float64)
+        return FeatureLayout(
+            families=families,
+            scalars={"E_tot": ("MeV", "total deposited energy"), "E_ratio": ("1", "E_tot / E_inc"),
+                     "e_inc": ("MeV", "incident energy")},
+            coords={"r_bin": {"r_low": (edges[:-1], "mm"), "r_high": (edges[1:], "mm")}})
 
     def flat_observables(self, data: np.ndarray, cond: np.ndarray) -> dict[str, np.ndarray]:
         from surrogate.domains.calorimeter.features import flat_observables
