@@ -49,8 +49,13 @@ from torch import nn
 
 NEGATIVE_SLOPE = 0.2  # LeakyReLU slope used by DCGAN/WGAN-GP reference models
 S_SCALE = 4.0  # e-folds per unit of the critic's voxel view (ShowerCritic.voxel_view)
+S_OVERFLOW = 40.0  # e-folds: E / E_inc up to e^40 eps ~ 2e9 stays finite in float32 exp()
 SHAPE_OFFSET = 14.0  # a recorded voxel holds at least threshold / E_max ~ e^-13.4 of its layer
 HEAD_GAIN = 0.1  # the output heads start small, so the first showers are the fitted mean shower
+# E_tot / E_inc = R_MAX sigmoid(.): a sampling calorimeter calibrated to its incident energy reads about
+# 1 (Geant4 here: 1.005 +- 0.078); unbounded, the response ran away to ~15 where the critic's gradient
+# penalty, spent on thousands of voxels, had no slope left to stop it
+R_MAX = 2.0
 NOISE_START = 1.0  # starting per-voxel noise scale (e-folds): real hit energies spread by ~1-2 e-folds
 WIDTH_FLOOR = 1e-2  # bins^2 added under the critic's width square roots: finite gradients in empty layers
 
@@ -119,8 +124,12 @@ class TransformBuffers(nn.Module):
         return x.float() * self.std + self.mean
 
     def fraction_from_s(self, s: torch.Tensor) -> torch.Tensor:
-        """E / E_inc per voxel, capped at the largest value the fit saw there (as the numpy inverse)."""
-        return torch.expm1(torch.minimum(s, self.s_max)) * self.log_eps.exp()
+        """E / E_inc per voxel, for the critic's observables. Not capped at ``s_max`` as the numpy inverse
+        is: above a cap the critic would see nothing and feel no gradient, and the generator learned to
+        dump energy there (measured: one layer's core voxels at 15x Geant4's energy, E_tot / E_inc 2.5).
+        The upper clamp only keeps exp() finite; the lower one catches the rounding of x -> s, which
+        leaves empty voxels at |s| ~ 1e-6."""
+        return torch.expm1(s.clamp(0.0, S_OVERFLOW)) * self.log_eps.exp()
 
 
 class ShowerGenerator(nn.Module):
@@ -150,7 +159,7 @@ class ShowerGenerator(nn.Module):
             self.blocks.append(nn.Linear(width + n_cond, hidden))
             self.norms.append(nn.LayerNorm(hidden) if layer_norm else nn.Identity())
             width = hidden
-        self.response = nn.Linear(hidden + n_cond, 1)  # log(E_tot / E_inc)
+        self.response = nn.Linear(hidden + n_cond, 1)  # logit of E_tot / (E_inc R_MAX)
         self.layers = nn.Linear(hidden + n_cond, n_layers)  # logits of the longitudinal profile
         self.cells = nn.Linear(hidden + n_cond, self.n_features)  # logits of each layer's shape
 
@@ -162,7 +171,7 @@ class ShowerGenerator(nn.Module):
         averaged over alpha (the showers' symmetry) so that no angular bin starts out favoured; None
         (a transform fitted before it existed) leaves the biases at their random start. Each cell's logit
         is the log of its share (floored at 1% of the smallest recorded fraction), each layer's the log of
-        its energy, the response the log of the mean total.
+        its energy, the response the mean total.
         """
         if mean_fraction is None:
             return
@@ -172,7 +181,8 @@ class ShowerGenerator(nn.Module):
         floor = 0.01 * self.transform.floor
         self.cells.bias.copy_(torch.log(f + floor).reshape(-1))
         self.layers.bias.copy_(torch.log(f.sum(dim=(1, 2)) + floor))
-        self.response.bias.fill_(math.log(max(float(f.sum()), float(floor))))
+        share = min(max(float(f.sum()) / R_MAX, 1e-6), 1.0 - 1e-6)
+        self.response.bias.fill_(math.log(share / (1.0 - share)))
 
     def components(self, z: torch.Tensor, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(log R (B, 1), log p (B, L), log q (B, L, A R)): response, layer fractions, in-layer shapes."""
@@ -181,7 +191,7 @@ class ShowerGenerator(nn.Module):
             h = F.leaky_relu(norm(block(torch.cat([h, cond], dim=1))), NEGATIVE_SLOPE)
         h = torch.cat([h, cond], dim=1)
         n_layers = self.event_shape[0]
-        log_r = self.response(h).float()
+        log_r = math.log(R_MAX) + F.logsigmoid(self.response(h).float())
         log_p = F.log_softmax(self.layers(h).float(), dim=1)
         cells = self.cells(h).float()
         if self.noise_scale is not None:
@@ -197,11 +207,18 @@ class ShowerGenerator(nn.Module):
 
     def forward(self, z: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         t = self.transform
-        log_f = self.log_fractions(z, cond)
+        log_r, log_p, log_q = self.components(z, cond)
+        n = len(z)
+        log_f = (log_r[:, :, None] + log_p[:, :, None] + log_q).reshape(n, -1)
         s = F.softplus(log_f - t.log_eps)  # log(f / eps + 1), stable for any log f
-        # readout threshold: E = f E_inc below threshold_mev reads 0 (s = 0); straight-through gradient
+        # readout threshold: E = f E_inc below threshold_mev reads 0 (s = 0), with a straight-through
+        # gradient that reaches only the in-layer shape: summed over the thousands of empty voxels it
+        # would otherwise drive the response (measured: E_tot / E_inc fell to 0.24 in 500 steps while
+        # the critic asked for more energy)
         hit = (log_f + t.ln_e_inc(cond)) >= torch.log(t.threshold_mev)
-        s = s - (s * (~hit)).detach()
+        log_f_shape = ((log_r + log_p).detach()[:, :, None] + log_q).reshape(n, -1)
+        s_shape = F.softplus(log_f_shape - t.log_eps)
+        s = torch.where(hit, s, s_shape - s_shape.detach())
         return t.x_from_s(s)
 
 
@@ -264,17 +281,22 @@ class ShowerCritic(nn.Module):
         response and the layer energies reach the critic only through its observables. Read as s, the
         thousands of voxels outvoted the two sums: the generator was pushed to lower every voxel at once
         and its E_tot / E_inc fell from 1.0 to 0.09 in 1500 steps.
+
+        Between empty (s = 0) and the lowest recorded value (the readout threshold at the highest
+        incident energy: s = log(floor / eps + 1), 5.0 for the quickstart's 10 GeV) the view ramps linearly, so it is continuous in s: a jump would let the
+        critic tell hit patterns apart with unbounded slope, which the gradient penalty cannot see
+        (measured: the critic loss ran away to -1300 within 200 steps). Empty voxels pass the gradient
+        d/ds = 1 / S_SCALE (straight through), so the critic can ask for a hit there.
         """
         n_layers = self.event_shape[0]
         f = self.transform.fraction_from_s(s).view(len(s), n_layers, -1)
         e_layer = f.sum(dim=2, keepdim=True)
-        hit = (s > 1.0).view_as(f)  # recorded voxels sit at s >= 5; rounding leaves empty ones at |s| ~ 1e-6
-        share = torch.log(f / (e_layer + self.transform.floor) + 1e-12)
-        # an empty voxel reads exactly 0 but passes d/ds = 1 / S_SCALE: the critic can still ask for a hit
-        # there, as the generator's straight-through threshold expects
+        share = torch.log(f / (e_layer + self.transform.floor) + 1e-12).clamp(min=-SHAPE_OFFSET)
         s3 = s.view_as(f)
-        empty = (s3 - s3.detach()) / S_SCALE
-        return torch.where(hit, (share + SHAPE_OFFSET) / S_SCALE, empty).view(len(s), -1)
+        hit_s = torch.log(self.transform.floor / self.transform.log_eps.exp() + 1.0)
+        ramp = (s3 / hit_s).clamp(0.0, 1.0)
+        straight = torch.where(s3 < 0.5 * hit_s, (s3 - s3.detach()) / S_SCALE, torch.zeros_like(s3))
+        return (ramp * (share + SHAPE_OFFSET) / S_SCALE + straight).view(len(s), -1)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         s = self.transform.s_from_x(x)

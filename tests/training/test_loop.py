@@ -93,7 +93,7 @@ def test_resume_is_bit_identical(store: Path, tmp_path: Path) -> None:
 def test_physics_critic_sees_layer_energies_and_resumes_exactly(tmp_path: Path) -> None:
     """90 features = 45 "layers" of 2: the critic carries the store's transform and resumes bit for bit."""
     store = write_store(tmp_path / "prepare", n_features=90)
-    cfg = {"n_critic": 2, "physics_critic": True}
+    cfg = {"model": "calo_mlp", "n_critic": 2, "physics_critic": True}
     straight = train(tiny_config(steps=8, checkpoint_every=100, **cfg), store, tmp_path / "a", progress=False)
     half = train(tiny_config(steps=4, checkpoint_every=100, **cfg), store, tmp_path / "b", progress=False)
     resumed = train(tiny_config(steps=8, checkpoint_every=100, resume=str(half.checkpoint), **cfg), store,
@@ -110,8 +110,8 @@ def test_physics_critic_sees_layer_energies_and_resumes_exactly(tmp_path: Path) 
     assert float(a["D"]["groups.floor"]) == pytest.approx(transform.eps)
     # the synthetic 8-feature store has no layers: a clear error, not a silently different critic
     with pytest.raises(SurrogateError, match=r"8 features do not split into the calorimeter domain's 45"):
-        train(tiny_config(steps=2, physics_critic=True), write_store(tmp_path / "eight"), tmp_path / "c",
-              progress=False)
+        train(tiny_config(steps=2, model="calo_mlp", physics_critic=True), write_store(tmp_path / "eight"),
+              tmp_path / "c", progress=False)
 
 
 def test_calo_shower_resumes_exactly_with_augmentation_and_voxel_noise(tmp_path: Path) -> None:
