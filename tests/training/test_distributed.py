@@ -38,7 +38,9 @@ def _free_port() -> int:
 def _torchrun(tmp_path: Path, store: Path, out: Path, steps: int, resume: str = "", model: str = "") -> None:
     script = tmp_path / "ddp_train.py"
     script.write_text(SCRIPT)
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent), "OMP_NUM_THREADS": "1"}
+    # keep the caller's PYTHONPATH after the helpers: a checkout run with PYTHONPATH=$PWD tests its own code
+    path = os.pathsep.join(p for p in (str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                            "--master_port", str(_free_port()), str(script), str(store), str(out), str(steps),
                            resume, model], env=env, capture_output=True, text=True, timeout=300)
