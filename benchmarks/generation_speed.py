@@ -1,4 +1,4 @@
-"""Time per shower: the surrogate (calo_mlp generator + inverse transform to MeV) vs Geant4.
+"""Time per shower: the surrogate (the configured generator + inverse transform to MeV) vs Geant4.
 
 Geant4: ``surrogate.simulators.geant4_calo.simulate`` with one worker process at fixed incident
 energies; the figure is the worker's CPU time per shower (Geant4 set-up excluded, as in simulate()'s own

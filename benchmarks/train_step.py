@@ -173,7 +173,7 @@ def _baseline(cfg: Any, spec: Any, device: Any, batches: list[Any], *, amp: bool
         for _ in range(t.n_critic):
             batch = next(stream)
             real, cond = batch.x.to(device), batch.cond.to(device)
-            z = torch.randn(len(real), spec.latent_dim, device=device)
+            z = torch.randn(len(real), spec.z_dim, device=device)
             with autocast():
                 with torch.no_grad():
                     fake = g(z, cond).float()
@@ -187,7 +187,7 @@ def _baseline(cfg: Any, spec: Any, device: Any, batches: list[Any], *, amp: bool
             opt_d.zero_grad()
             loss_d.backward()
             opt_d.step()
-        z = torch.randn(len(real), spec.latent_dim, device=device)
+        z = torch.randn(len(real), spec.z_dim, device=device)
         with autocast():
             loss_g = -d(g(z, cond), cond).float().mean()
         opt_g.zero_grad()

@@ -101,6 +101,8 @@ class TrainConfig:
     hidden_d: int = 512  # width of the discriminator's hidden layers
     layer_norm: bool = True  # LayerNorm after the generator's hidden layers
     physics_critic: bool = True  # critic also sees the domain's energy sums (calorimeter: per layer, total)
+    augment: bool = True  # real batches pass through the critic's symmetry augmentation, if the model has one
+    voxel_noise: bool = True  # calo_shower: one more N(0, 1) latent per voxel jitters its shape logit
     batch_size: int = 128  # events per optimiser step
     steps: int = 2000  # generator updates in total
     n_critic: int = 1  # discriminator updates per generator update

@@ -36,12 +36,13 @@ class Surrogate:
     def __init__(self, generator: Any, ckpt: dict[str, Any], device: Any) -> None:
         from surrogate.data.transforms import transform_from_dict
         from surrogate.domains import get_domain
+        from surrogate.models import ModelSpec
 
         self.generator = generator
         self.device = device
         self.domain = get_domain(ckpt["domain"])
         self.transform = transform_from_dict(ckpt["transform"])
-        self.latent_dim = int(ckpt["model_spec"]["latent_dim"])
+        self.latent_dim = ModelSpec.from_dict(ckpt["model_spec"]).z_dim  # length of z, noise included
         self.n_cond = int(ckpt["model_spec"]["n_cond"])
         self.n_features = int(ckpt["model_spec"]["n_features"])
         self.step = int(ckpt.get("step", 0))

@@ -32,6 +32,10 @@ STD_FLOOR = 1e-3
 # Statistics are accumulated as integers (fixed point, 2**-20 ~ 1e-6 in u): integer sums are exact and
 # order independent, so the fitted transform is bit-identical for any chunking and any dask scheduler.
 _FIXED_POINT = np.float32(2.0**20)
+# Mean energy fractions E / E_inc <= 1 are summed in finer fixed point (2**-30 ~ 1e-9 per event, far below
+# the 1e-6 fraction a voxel at the readout threshold holds at the highest dataset-2 energy); a block of up
+# to 8M events still sums below 2**53, exactly.
+_FRACTION_POINT = 2.0**30
 _SLAB = 256  # events per step of the statistics (temporaries of 256 x 6480 float32 = 6.6 MB)
 # Generated voxels are capped at the largest s the fit saw in that voxel (``s_max``): in log space a
 # generator's error of a few e-folds in one hot voxel is a factor of e^k in energy, and a handful of such
@@ -96,7 +100,8 @@ def _log_ratio(data: np.ndarray, cond: np.ndarray, eps: float) -> np.ndarray:
 
 
 def _block_sums(data: np.ndarray, cond: np.ndarray, eps: float) -> np.ndarray:
-    """Fixed-point [sum s, sum s^2] and [max s] over one block's events: (1, 3 n_features) float64.
+    """Fixed-point [sum s, sum s^2], [max s] and fixed-point [sum E / E_inc] over one block's events:
+    (1, 4 n_features) float64.
 
     The sums are integers (fixed point); the maxima are exact float32 values, order independent too.
 
@@ -105,9 +110,12 @@ def _block_sums(data: np.ndarray, cond: np.ndarray, eps: float) -> np.ndarray:
     computed in the same pass, rejects such inputs before the fit is used. Slabs of _SLAB events keep
     the temporaries small (a few MB) next to the block itself.
     """
-    sums = np.zeros((3, data.shape[1]), dtype=np.float64)
+    sums = np.zeros((4, data.shape[1]), dtype=np.float64)
     with np.errstate(all="ignore"):
         for start in range(0, len(data), _SLAB):
+            fraction = (np.asarray(data[start:start + _SLAB], dtype=np.float64)
+                        / np.asarray(cond[start:start + _SLAB], dtype=np.float64).reshape(-1, 1))
+            sums[3] += np.rint(fraction * _FRACTION_POINT).sum(axis=0)
             s = _log_ratio(data[start:start + _SLAB], cond[start:start + _SLAB], eps)
             np.maximum(sums[2], s.max(axis=0), out=sums[2])
             q = np.rint(s * _FIXED_POINT)
@@ -126,14 +134,18 @@ class LogRatioTransform:
     x = (u - mean) / std per voxel; c = 2 (ln E_inc - ln E_min) / (ln E_max - ln E_min) - 1.
     ``inverse`` undoes both, keeps each voxel within [0, the largest E / E_inc the fit saw there] and zeroes
     voxels below ``threshold_mev`` (the readout threshold), so generated showers look like recorded ones.
+    ``mean_fraction`` (the mean E / E_inc per voxel of the fit's events) is where a structured generator
+    starts (surrogate.models.calo_shower); transforms fitted before it existed have None.
     """
 
     name = "log_ratio"
 
     def __init__(self, mean: np.ndarray, std: np.ndarray, e_min_mev: float, e_max_mev: float,
-                 threshold_mev: float, eps: float = EPS, s_max: np.ndarray | None = None) -> None:
+                 threshold_mev: float, eps: float = EPS, s_max: np.ndarray | None = None,
+                 mean_fraction: np.ndarray | None = None) -> None:
         """``mean``/``std``/``s_max`` (n_voxels,) of s = log(E / E_inc + eps) - log(eps), in e-folds;
-        energies in MeV. ``s_max`` None = the physical bound E_voxel <= E_inc in every voxel."""
+        energies in MeV. ``s_max`` None = the physical bound E_voxel <= E_inc in every voxel.
+        ``mean_fraction`` (n_voxels,): mean E / E_inc, or None (unknown)."""
         self.mean = np.asarray(mean, dtype=np.float32)
         self.std = np.asarray(std, dtype=np.float32)
         if self.mean.shape != self.std.shape or self.mean.ndim != 1:
@@ -143,6 +155,10 @@ class LogRatioTransform:
                       else np.asarray(s_max, dtype=np.float32))
         if self.s_max.shape != self.mean.shape:
             raise ValueError(f"s_max {self.s_max.shape} must have the shape of mean {self.mean.shape}")
+        self.mean_fraction = None if mean_fraction is None else np.asarray(mean_fraction, dtype=np.float32)
+        if self.mean_fraction is not None and self.mean_fraction.shape != self.mean.shape:
+            raise ValueError(f"mean_fraction {self.mean_fraction.shape} must have the shape of mean "
+                             f"{self.mean.shape}")
         self.e_min_mev = float(e_min_mev)
         self.e_max_mev = float(e_max_mev)
         self.threshold_mev = float(threshold_mev)
@@ -218,6 +234,7 @@ class LogRatioTransform:
     # ---- persistence ------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         # float32 values written as Python floats read back bit-exactly.
+        extra = {} if self.mean_fraction is None else {"mean_fraction": [float(v) for v in self.mean_fraction]}
         return {
             "name": self.name,
             "eps": self.eps,
@@ -228,21 +245,25 @@ class LogRatioTransform:
             "mean": [float(v) for v in self.mean],
             "std": [float(v) for v in self.std],
             "s_max": [float(v) for v in self.s_max],
+            **extra,
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LogRatioTransform:
         s_max = d.get("s_max")  # absent in transforms written before it existed
+        mean_fraction = d.get("mean_fraction")  # likewise
         t = cls(mean=np.asarray(d["mean"]), std=np.asarray(d["std"]), e_min_mev=d["e_min_mev"],
                 e_max_mev=d["e_max_mev"], threshold_mev=d["threshold_mev"], eps=d["eps"],
-                s_max=None if s_max is None else np.asarray(s_max))
+                s_max=None if s_max is None else np.asarray(s_max),
+                mean_fraction=None if mean_fraction is None else np.asarray(mean_fraction))
         if t.n_features != int(d["n_features"]):
             raise ValueError(f"{t.n_features} means for n_features = {d['n_features']}")
         return t
 
 
 class _LogRatioFit:
-    """Per-block fixed-point moments of s and the incident energies, folded into exact int64 totals."""
+    """Per-block fixed-point moments of s, energy fractions and the incident energies, folded into exact
+    int64 totals."""
 
     def __init__(self, data: Any, cond: Any, threshold: float) -> None:
         if data.numblocks[1] != 1 or cond.chunks[0] != data.chunks[0]:
@@ -252,24 +273,26 @@ class _LogRatioFit:
         self._threshold = threshold
         self._cond = cond
         self._sums = data.map_blocks(_block_sums, cond, eps=EPS, dtype=np.float64,
-                                     chunks=((1,) * self.n_blocks, (3 * n_features,)),
+                                     chunks=((1,) * self.n_blocks, (4 * n_features,)),
                                      meta=np.empty((0, 0), dtype=np.float64))
         self._total = np.zeros(2 * n_features, dtype=np.int64)
+        self._fraction = np.zeros(n_features, dtype=np.int64)
         self._s_max = np.zeros(n_features, dtype=np.float64)
         self._n = 0
         self._e_min = np.inf
         self._e_max = -np.inf
 
     def blocks(self, start: int, stop: int) -> tuple[Any, Any]:
-        """(statistics (stop - start, 3 n_voxels), cond (events of those blocks, 1)) as dask arrays."""
+        """(statistics (stop - start, 4 n_voxels), cond (events of those blocks, 1)) as dask arrays."""
         return self._sums.blocks[start:stop], self._cond.blocks[start:stop]
 
     def update(self, computed: tuple[np.ndarray, np.ndarray]) -> None:
         sums, cond = computed
         n_features = len(self._s_max)
         self._total += sums[:, :2 * n_features].astype(np.int64).sum(axis=0)
+        self._fraction += sums[:, 3 * n_features:].astype(np.int64).sum(axis=0)
         if len(sums):
-            np.maximum(self._s_max, sums[:, 2 * n_features:].max(axis=0), out=self._s_max)
+            np.maximum(self._s_max, sums[:, 2 * n_features:3 * n_features].max(axis=0), out=self._s_max)
         self._n += len(cond)
         if len(cond):
             self._e_min = min(self._e_min, float(cond.min()))
@@ -285,7 +308,8 @@ class _LogRatioFit:
         # var can dip below 0 by rounding for a constant voxel; the floor keeps x finite (no 0/0).
         std = np.maximum(np.sqrt(np.maximum(var, 0.0)), STD_FLOOR)
         return LogRatioTransform(mean=mean, std=std, e_min_mev=self._e_min, e_max_mev=self._e_max,
-                                 threshold_mev=self._threshold, s_max=self._s_max)
+                                 threshold_mev=self._threshold, s_max=self._s_max,
+                                 mean_fraction=self._fraction / (_FRACTION_POINT * self._n))
 
 
 TRANSFORMS: dict[str, Callable[[dict[str, Any]], Transform]] = {

@@ -80,6 +80,7 @@ class Domain(Protocol):
     n_cond: int  # length of one event's condition vector
     reference_note: str  # what the reference simulator is and how it differs from published samples
     critic_feature_groups: int  # contiguous equal groups of features whose energy sums the critic sees; 0 = none
+    event_shape: tuple[int, ...]  # axes of one event's features, slowest first (structured models); () = flat
 
     def simulate(self, cfg: Any, out_path: Path, *, progress: bool = True) -> dict[str, float]:
         """Run the reference simulator, write ``out_path`` in the domain's layout, return summary numbers."""

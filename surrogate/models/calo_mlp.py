@@ -123,10 +123,11 @@ class Discriminator(nn.Module):
 
 
 def build(*, n_features: int, n_cond: int, latent_dim: int, hidden_g: int, hidden_d: int, layer_norm: bool,
-          generator: torch.Generator, feature_groups: int = 0,
+          generator: torch.Generator, feature_groups: int = 0, event_shape: tuple[int, ...] = (),
           transform: dict[str, Any] | None = None) -> tuple[nn.Module, nn.Module]:
     """``transform`` (a fitted transform's dict) fills the critic's group-energy buffers; without it they
-    are left for ``load_state_dict`` (a rebuild from a checkpoint)."""
+    are left for ``load_state_dict`` (a rebuild from a checkpoint). ``event_shape`` is unused: the
+    voxels are one flat vector here."""
     # nn.Linear initialises itself from the global RNG on construction; fork it so building a model
     # leaves the global stream untouched, then draw the real initialisation from ``generator``.
     with torch.random.fork_rng(devices=[]):

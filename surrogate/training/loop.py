@@ -32,7 +32,7 @@ from surrogate.config import Config, config_to_dict
 from surrogate.data.hdf5 import open_h5
 from surrogate.data.loader import StoreLoader
 from surrogate.errors import InputError, SurrogateError
-from surrogate.models import ModelSpec, build_from_spec
+from surrogate.models import VOXEL_NOISE_MODELS, ModelSpec, build_from_spec
 from surrogate.training import distributed
 from surrogate.training.checkpoint import load_checkpoint, save_checkpoint
 from surrogate.training.ema import EMA
@@ -158,9 +158,13 @@ def model_spec(cfg: Config, n_features: int, n_cond: int) -> ModelSpec:
     if groups and n_features % groups:
         raise SurrogateError(f"train.physics_critic: the store's {n_features} features do not split into the "
                              f"{cfg.domain} domain's {groups} groups; set train.physics_critic=false")
-    return ModelSpec(name=t.model or domain.default_model, n_features=n_features, n_cond=n_cond,
+    # a store of another size than the domain's events (e.g. a synthetic test store) is one flat axis
+    shape = tuple(domain.event_shape) if math.prod(domain.event_shape) == n_features else ()
+    name = t.model or domain.default_model
+    return ModelSpec(name=name, n_features=n_features, n_cond=n_cond,
                      latent_dim=t.latent_dim, hidden_g=t.hidden_g, hidden_d=t.hidden_d, layer_norm=t.layer_norm,
-                     feature_groups=groups)
+                     feature_groups=groups, event_shape=shape,
+                     voxel_noise=t.voxel_noise and name in VOXEL_NOISE_MODELS)
 
 
 def new_state(cfg: Config, spec: ModelSpec, device: torch.device, rank: int,
@@ -217,8 +221,13 @@ def _unwrap(module: nn.Module) -> nn.Module:
 
 def train_step(state: TrainState, batches: Iterator[Any], *, loss: str, n_critic: int, gp_weight: float,
                g_model: nn.Module, d_model: nn.Module, device: torch.device, amp: bool,
-               next_position: Callable[[int, int], tuple[int, int]]) -> dict[str, torch.Tensor]:
+               next_position: Callable[[int, int], tuple[int, int]],
+               augment: bool = False) -> dict[str, torch.Tensor]:
     """One generator update after ``n_critic`` discriminator updates; returns detached scalars.
+
+    With ``augment``, each real batch passes through the critic's ``augment(x, generator)`` (a random
+    symmetry of the data, drawn from the state's noise generator so that a resume repeats it) when the
+    critic defines one.
 
     ``g_model`` / ``d_model`` are the (possibly DDP-wrapped) networks: each wrapper runs exactly one
     forward per backward (G in the generator update, D on real ++ fake in the critic update), so DDP
@@ -226,13 +235,16 @@ def train_step(state: TrainState, batches: Iterator[Any], *, loss: str, n_critic
     the bare discriminator; their gradients reach the same parameters within the same backward call.
     """
     generator, discriminator = state.generator, state.discriminator
-    latent = state.spec.latent_dim
+    latent = state.spec.z_dim
     scalars: dict[str, torch.Tensor] = {}
     cond = torch.empty(0)
+    symmetry = getattr(discriminator, "augment", None) if augment else None
     for _ in range(n_critic):
         batch = next(batches)
         state.epoch, state.batch = next_position(batch.epoch, batch.batch)
         real = batch.x.to(device, non_blocking=True)
+        if symmetry is not None:
+            real = symmetry(real, state.noise)
         cond = batch.cond.to(device, non_blocking=True)
         n = real.shape[0]
         z = torch.randn(n, latent, device=device, generator=state.noise)
@@ -367,7 +379,7 @@ def _run(cfg: Config, store_dir: Path, out_dir: Path, info: distributed.DistInfo
     def run_evaluation() -> None:
         if evaluate is None or not info.is_main:
             return
-        sample = make_sampler(state.ema.model, transform, spec.latent_dim, device, amp,
+        sample = make_sampler(state.ema.model, transform, spec.z_dim, device, amp,
                               seed=_seed(t.seed, 3, state.step))
         record({k: float(v) for k, v in evaluate(sample, state.step).items()})
 
@@ -386,7 +398,7 @@ def _run(cfg: Config, store_dir: Path, out_dir: Path, info: distributed.DistInfo
         while state.step < t.steps:
             scalars = train_step(state, batches, loss=t.loss, n_critic=t.n_critic, gp_weight=t.gp_weight,
                                  g_model=g_model, d_model=d_model, device=device, amp=amp,
-                                 next_position=loader.next_position)
+                                 next_position=loader.next_position, augment=t.augment)
             for key, value in scalars.items():
                 sums[key] = sums[key] + value if key in sums else value.clone()
             n_sum += 1

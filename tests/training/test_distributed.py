@@ -18,8 +18,8 @@ import torch.distributed as dist
 from train_helpers import tiny_config
 from surrogate.training.loop import run_training
 
-store, out, steps, resume = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-cfg = tiny_config(steps=steps, n_critic=2, checkpoint_every=5, resume=resume)
+store, out, steps, resume, model = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
+cfg = tiny_config(steps=steps, n_critic=2, checkpoint_every=5, resume=resume, model=model)
 result, state = run_training(cfg, store, out, progress=False)
 rank = int(__import__("os").environ["RANK"])
 out.mkdir(parents=True, exist_ok=True)  # only rank 0 creates it, when it writes a checkpoint
@@ -35,21 +35,24 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _torchrun(tmp_path: Path, store: Path, out: Path, steps: int, resume: str = "") -> None:
+def _torchrun(tmp_path: Path, store: Path, out: Path, steps: int, resume: str = "", model: str = "") -> None:
     script = tmp_path / "ddp_train.py"
     script.write_text(SCRIPT)
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent), "OMP_NUM_THREADS": "1"}
+    # keep the caller's PYTHONPATH after the helpers: a checkout run with PYTHONPATH=$PWD tests its own code
+    path = os.pathsep.join(p for p in (str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                            "--master_port", str(_free_port()), str(script), str(store), str(out), str(steps),
-                           resume], env=env, capture_output=True, text=True, timeout=300)
+                           resume, model], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
-def test_torchrun_two_cpu_ranks_stay_identical(tmp_path: Path) -> None:
+@pytest.mark.parametrize("model", ["", "calo_shower"])  # the domain's default, and the structured model
+def test_torchrun_two_cpu_ranks_stay_identical(tmp_path: Path, model: str) -> None:
     """gloo DDP: ranks see different batches and latents, yet averaged gradients keep weights identical."""
     store = write_store(tmp_path / "prepare", n_events=1024)
     out = tmp_path / "run"
-    _torchrun(tmp_path, store, out, 6)
+    _torchrun(tmp_path, store, out, 6, model=model)
     ranks = [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(2)]
     for key in ("G", "D", "G_ema"):
         for name, tensor in ranks[0][key].items():

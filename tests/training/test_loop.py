@@ -93,7 +93,7 @@ def test_resume_is_bit_identical(store: Path, tmp_path: Path) -> None:
 def test_physics_critic_sees_layer_energies_and_resumes_exactly(tmp_path: Path) -> None:
     """90 features = 45 "layers" of 2: the critic carries the store's transform and resumes bit for bit."""
     store = write_store(tmp_path / "prepare", n_features=90)
-    cfg = {"n_critic": 2, "physics_critic": True}
+    cfg = {"model": "calo_mlp", "n_critic": 2, "physics_critic": True}
     straight = train(tiny_config(steps=8, checkpoint_every=100, **cfg), store, tmp_path / "a", progress=False)
     half = train(tiny_config(steps=4, checkpoint_every=100, **cfg), store, tmp_path / "b", progress=False)
     resumed = train(tiny_config(steps=8, checkpoint_every=100, resume=str(half.checkpoint), **cfg), store,
@@ -110,8 +110,31 @@ def test_physics_critic_sees_layer_energies_and_resumes_exactly(tmp_path: Path) 
     assert float(a["D"]["groups.floor"]) == pytest.approx(transform.eps)
     # the synthetic 8-feature store has no layers: a clear error, not a silently different critic
     with pytest.raises(SurrogateError, match=r"8 features do not split into the calorimeter domain's 45"):
-        train(tiny_config(steps=2, physics_critic=True), write_store(tmp_path / "eight"), tmp_path / "c",
-              progress=False)
+        train(tiny_config(steps=2, model="calo_mlp", physics_critic=True), write_store(tmp_path / "eight"),
+              tmp_path / "c", progress=False)
+
+
+def test_calo_shower_resumes_exactly_with_augmentation_and_voxel_noise(tmp_path: Path) -> None:
+    """At the dataset-2 shape (45 x 16 x 9) the structured model augments real batches (random alpha
+    rotations and reflections from the state's noise generator) and draws one latent per voxel; both
+    come back on resume, bit for bit."""
+    store = write_store(tmp_path / "prepare", n_events=256, n_features=6480)
+    cfg = {"model": "calo_shower", "n_critic": 2, "physics_critic": True, "batch_size": 16}
+    straight = train(tiny_config(steps=6, checkpoint_every=100, **cfg), store, tmp_path / "a", progress=False)
+    half = train(tiny_config(steps=3, checkpoint_every=100, **cfg), store, tmp_path / "b", progress=False)
+    resumed = train(tiny_config(steps=6, checkpoint_every=100, resume=str(half.checkpoint), **cfg), store,
+                    tmp_path / "b", progress=False)
+    a, b = load_checkpoint(straight.checkpoint), load_checkpoint(resumed.checkpoint)
+    for key in ("G", "D", "G_ema", "opt_g", "opt_d", "rng"):
+        _assert_same_tensors(a[key], b[key], key)
+    assert a["model_spec"]["event_shape"] == (45, 16, 9) and a["model_spec"]["voxel_noise"] is True
+    # the augmentation is part of the run: without it the critic ends elsewhere
+    plain = train(tiny_config(steps=6, checkpoint_every=100, augment=False, **cfg), store, tmp_path / "c",
+                  progress=False)
+    assert not torch.equal(load_checkpoint(plain.checkpoint)["D"]["net.0.weight"], a["D"]["net.0.weight"])
+    generator, _ = generator_from_checkpoint(straight.checkpoint)
+    z = torch.randn(3, 8 + 6480, generator=torch.Generator().manual_seed(0))
+    assert generator(z, torch.zeros(3, 1)).shape == (3, 6480)
 
 
 def test_resume_refuses_changed_config(store: Path, tmp_path: Path) -> None:
@@ -156,7 +179,7 @@ def test_learns_the_conditional_mean(tmp_path: Path, loss: str) -> None:
                       lr_g=1e-3, lr_d=1e-3, ema_decay=0.99, checkpoint_every=10000, log_every=100)
     _, state = run_training(cfg, store, tmp_path / "run", progress=False)
     transform = load_transform(store / "transform.json")
-    sample = make_sampler(state.ema.model, transform, 4, torch.device("cpu"), False, seed=0)
+    sample = make_sampler(state.ema.model, transform, state.spec.z_dim, torch.device("cpu"), False, seed=0)
     a, b = coefficients(4)
     means = {}
     for c in (-0.5, 0.0, 0.5):

@@ -73,6 +73,7 @@ class Calorimeter:
         self.condition_labels = ("the incident energy [MeV]",)  # one per condition column
         # voxels are (layer, alpha, r) with layer slowest: the contiguous groups are the layers
         self.critic_feature_groups = self.geometry.n_layers
+        self.event_shape: tuple[int, ...] = self.geometry.shape  # (layer, alpha, r)
 
     # ---- reference simulator -------------------------------------------------------------------
     def simulate(self, cfg: Geant4Settings, out_path: Path, *, progress: bool = True) -> dict[str, float]:
