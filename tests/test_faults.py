@@ -46,9 +46,9 @@ def _run(stage: str, out: Path, settings: list[str], timeout: float = 300) -> su
     return proc
 
 
-def _kill_when(stage: str, out: Path, settings: list[str], ready: Callable[[], bool], *,
-               sig: int = signal.SIGKILL, timeout: float = 300) -> None:
-    """Start the command in its own process group and send ``sig`` to the whole group once ``ready()``."""
+def _fault_when(stage: str, out: Path, settings: list[str], ready: Callable[[], bool],
+                fault: Callable[[subprocess.Popen[bytes]], None], timeout: float = 300) -> None:
+    """Start the command in its own process group, call ``fault(proc)`` once ``ready()``; clean up after."""
     proc = subprocess.Popen(_args(stage, out, settings), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             env=ENV, start_new_session=True)
     deadline = time.monotonic() + timeout
@@ -58,17 +58,42 @@ def _kill_when(stage: str, out: Path, settings: list[str], ready: Callable[[], b
                 raise AssertionError(f"finished before the fault: {proc.stderr.read().decode()[-2000:]}")
             if time.monotonic() > deadline:
                 raise AssertionError("the fault point was never reached")
-            time.sleep(0.05)
-        os.killpg(proc.pid, sig)
-        proc.wait(timeout=60)
+            time.sleep(0.02)
+        fault(proc)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         if proc.stderr is not None:
             proc.stderr.close()
-    if sig == signal.SIGINT:
-        assert proc.returncode == 130
+
+
+def _kill_when(stage: str, out: Path, settings: list[str], ready: Callable[[], bool], *,
+               sig: int = signal.SIGKILL) -> None:
+    """Send ``sig`` to the command's whole process group once ``ready()`` (as a batch system or Ctrl-C does)."""
+    def kill(proc: subprocess.Popen[bytes]) -> None:
+        os.killpg(proc.pid, sig)
+        proc.wait(timeout=60)
+        if sig == signal.SIGINT:
+            assert proc.returncode == 130
+
+    _fault_when(stage, out, settings, ready, kill)
+
+
+def _kill_a_worker_when(stage: str, out: Path, settings: list[str], ready: Callable[[], bool],
+                        n_workers: int) -> None:
+    """SIGKILL one of the command's ``n_workers`` dask worker processes once ``ready()``; it must still exit 0.
+    LocalCluster's nannies live in the command's process and spawn the workers."""
+    import psutil
+
+    def kill_one(proc: subprocess.Popen[bytes]) -> None:
+        workers = [p for p in psutil.Process(proc.pid).children(recursive=True)
+                   if "spawn_main" in " ".join(p.cmdline())]
+        assert len(workers) == n_workers, [p.cmdline() for p in workers]
+        workers[0].kill()
+        assert proc.wait(timeout=300) == 0, proc.stderr.read().decode()[-2000:] if proc.stderr else ""
+
+    _fault_when(stage, out, settings, ready, kill_one)
 
 
 def _shards(out: Path) -> list[Path]:
@@ -131,28 +156,9 @@ def test_sigkill_during_simulate_resumes_at_the_next_shard_with_the_same_bytes(s
 
 @pytest.mark.slow  # with the module's control run: 1-2 minutes each on 2 cores
 def test_a_killed_dask_worker_costs_a_shard_not_the_run(straight: Path, tmp_path: Path) -> None:
-    import psutil
-
     out = tmp_path / "run"
-    proc = subprocess.Popen(_args("simulate", out, SIM), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env=ENV, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 300
-        while len(_shards(out)) < 2:
-            assert proc.poll() is None and time.monotonic() < deadline
-            time.sleep(0.05)
-        # LocalCluster: the nanny lives in the command's process and spawns the worker that runs Geant4
-        workers = [p for p in psutil.Process(proc.pid).children(recursive=True)
-                   if "spawn_main" in " ".join(p.cmdline())]
-        assert len(workers) == 1, [p.cmdline() for p in workers]
-        workers[0].kill()  # mid-shard; the nanny starts a new worker and the shard runs again
-        assert proc.wait(timeout=300) == 0, proc.stderr.read().decode()[-2000:] if proc.stderr else ""
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        if proc.stderr is not None:
-            proc.stderr.close()
+    # mid-shard: the nanny starts a new worker and the shard runs again (allowed-failures = 1)
+    _kill_a_worker_when("simulate", out, SIM, lambda: len(_shards(out)) >= 2, n_workers=1)
     _same_h5(out / "simulate/showers.h5", straight / "simulate/showers.h5")
 
 
@@ -191,29 +197,12 @@ def test_sigkill_during_prepare_then_rerun_gives_identical_files(straight: Path,
 
 @pytest.mark.slow  # with the module's control run
 def test_a_dask_worker_killed_mid_prepare_changes_nothing(straight: Path, tmp_path: Path) -> None:
-    import psutil
-
     out = tmp_path / "run"
     shutil.copytree(straight / "simulate", out / "simulate")
     settings = SIM + TRAIN + ["prepare.scheduler=distributed", "prepare.n_workers=2", "prepare.chunk_events=4"]
-    proc = subprocess.Popen(_args("prepare", out, settings), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env=ENV, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 300
-        while not any((out / "prepare").glob(".prepare-*.partial")):
-            assert proc.poll() is None and time.monotonic() < deadline
-            time.sleep(0.02)
-        workers = [p for p in psutil.Process(proc.pid).children(recursive=True)
-                   if "spawn_main" in " ".join(p.cmdline())]
-        assert len(workers) == 2, [p.cmdline() for p in workers]
-        workers[0].kill()  # its tasks and the results it held are computed again elsewhere
-        assert proc.wait(timeout=300) == 0, proc.stderr.read().decode()[-2000:] if proc.stderr else ""
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        if proc.stderr is not None:
-            proc.stderr.close()
+    # its tasks and the results it held are computed again elsewhere
+    _kill_a_worker_when("prepare", out, settings, lambda: any((out / "prepare").glob(".prepare-*.partial")),
+                        n_workers=2)
     for name in ("store.h5", "reference_val.h5", "reference_test.h5"):
         _same_content(out / "prepare" / name, straight / "prepare" / name)
     _same_h5(out / "prepare/transform.json", straight / "prepare/transform.json")
@@ -304,6 +293,18 @@ RUN = SIM + TRAIN + ["train.steps=10", "validate.classifier_hidden=16", "validat
                      "validate.fpd_min_samples=8", "validate.kpd_batch_size=16", "validate.kpd_batches=3"]
 
 
+def _run_against(server: _Server, out: Path) -> subprocess.Popen[str]:
+    """``surrogate run`` of the tiny config, tracked by ``server``, as its own process."""
+    return subprocess.Popen([*_args("run", out, RUN), "--tracking-uri", server.uri], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=ENV)
+
+
+def _wait_for_stage(proc: subprocess.Popen[str], out: Path, stage: str, deadline: float) -> None:
+    while not (out / stage / "stage.json").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.stderr else ""
+        time.sleep(0.1)
+
+
 @pytest.mark.slow  # two tiny runs against a real mlflow server killed mid-run: ~3 minutes on 2 cores
 def test_a_tracking_server_killed_mid_run_loses_nothing(tmp_path: Path) -> None:
     from mlflow.tracking import MlflowClient
@@ -311,17 +312,12 @@ def test_a_tracking_server_killed_mid_run_loses_nothing(tmp_path: Path) -> None:
     server = _Server(tmp_path)
     server.start()
     out = tmp_path / "run"
-    proc = subprocess.Popen([*_args("run", out, RUN), "--tracking-uri", server.uri], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=ENV)
+    proc = _run_against(server, out)
     try:
         deadline = time.monotonic() + 600
-        while not (out / "simulate" / "stage.json").exists():
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.stderr else ""
-            time.sleep(0.1)
+        _wait_for_stage(proc, out, "simulate", deadline)
         server.kill()  # prepare (at least) runs while the server is gone
-        while not (out / "prepare" / "stage.json").exists():
-            assert proc.poll() is None and time.monotonic() < deadline
-            time.sleep(0.1)
+        _wait_for_stage(proc, out, "prepare", deadline)
         server.start()
         _, stderr = proc.communicate(timeout=600)
     finally:
@@ -356,12 +352,8 @@ def test_records_kept_while_the_server_stays_away_are_sent_by_the_next_command(t
     server = _Server(tmp_path)
     server.start()
     out = tmp_path / "run"
-    proc = subprocess.Popen([*_args("run", out, RUN), "--tracking-uri", server.uri], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=ENV)
-    deadline = time.monotonic() + 600
-    while not (out / "prepare" / "stage.json").exists():
-        assert proc.poll() is None and time.monotonic() < deadline
-        time.sleep(0.1)
+    proc = _run_against(server, out)
+    _wait_for_stage(proc, out, "prepare", time.monotonic() + 600)
     server.kill()
     _, stderr = proc.communicate(timeout=600)
     assert proc.returncode in (0, 1) and "Traceback" not in stderr, stderr[-3000:]
