@@ -46,11 +46,17 @@ def _run(stage: str, out: Path, settings: list[str], timeout: float = 300) -> su
     return proc
 
 
+def _as_in_a_terminal() -> None:
+    """Ctrl-C's default disposition in the child. A process started in the background by a non-interactive
+    shell (as a CI job may be) inherits SIGINT *ignored*, and Python then never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _fault_when(stage: str, out: Path, settings: list[str], ready: Callable[[], bool],
                 fault: Callable[[subprocess.Popen[bytes]], None], timeout: float = 300) -> None:
     """Start the command in its own process group, call ``fault(proc)`` once ``ready()``; clean up after."""
     proc = subprocess.Popen(_args(stage, out, settings), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env=ENV, start_new_session=True)
+                            env=ENV, start_new_session=True, preexec_fn=_as_in_a_terminal)
     deadline = time.monotonic() + timeout
     try:
         while not ready():
