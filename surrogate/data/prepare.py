@@ -73,8 +73,11 @@ def dask_scheduler(cfg: PrepareConfig) -> Iterator[None]:
     # silence_logs reaches the worker processes too: a bad value stops the computation while other tasks
     # are in flight, and their cancellation and the shutdown log CommClosedErrors (some 50 lines, in one
     # run of three) that would bury the one-line error.
+    # The scheduler's HTTP server starts even without a dashboard, on 8787 unless told otherwise: a free
+    # port, so that a second cluster on the machine (another run, a test) is no "Port 8787 is already in use".
     with _quiet_distributed(), LocalCluster(n_workers=cfg.n_workers, threads_per_worker=1, processes=True,
-                                            dashboard_address=None, host="127.0.0.1",
+                                            dashboard_address=":0", scheduler_kwargs={"dashboard": False},
+                                            host="127.0.0.1",
                                             silence_logs=logging.CRITICAL) as cluster, Client(cluster):
         yield
 
