@@ -24,7 +24,6 @@ finished shards, training checkpoints).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
@@ -108,16 +107,6 @@ def _kept(run_dir: Path, stage: str, key: str, *, continue_run: bool) -> StageRe
     return None
 
 
-@contextlib.contextmanager
-def stage_dir(run_dir: Path, stage: str, key: str = "") -> Iterator[Any]:
-    """Enter ``run_dir/stage`` through surrogate.runfolder.open_stage (refuses finished or foreign folders,
-    resumes an interrupted one, keeps only resumable leftovers on failure)."""
-    from surrogate import runfolder
-
-    with runfolder.open_stage(run_dir, stage, key) as folder:
-        yield folder
-
-
 def _finish(folder: Any, result: StageResult) -> StageResult:
     folder.finish(seconds=result.seconds, metrics=result.metrics,
                   outputs={k: v for k, v in result.outputs.items() if Path(v).is_file()},
@@ -155,7 +144,7 @@ def run_simulate(cfg: Config, run_dir: Path, *, tracker: Any = None, progress: b
         return kept
     tracker = tracker or open_tracker(cfg, run_dir)
     t0 = time.perf_counter()
-    with stage_dir(run_dir, "simulate", key) as folder:
+    with runfolder.open_stage(run_dir, "simulate", key) as folder:
         out = folder.path
         with tracker.run("simulate") as mlrun:
             mlrun.log_params({"domain": cfg.domain, "simulate": config_to_dict(cfg.simulate)})
@@ -185,7 +174,7 @@ def run_prepare(cfg: Config, run_dir: Path, *, tracker: Any = None, progress: bo
         return kept
     tracker = tracker or open_tracker(cfg, run_dir)
     t0 = time.perf_counter()
-    with stage_dir(run_dir, "prepare", key) as folder:
+    with runfolder.open_stage(run_dir, "prepare", key) as folder:
         out = folder.path
         with tracker.run("prepare") as mlrun:
             mlrun.log_params({"domain": cfg.domain, "prepare": config_to_dict(cfg.prepare)})
@@ -236,7 +225,7 @@ def run_train(cfg: Config, run_dir: Path, *, tracker: Any = None, progress: bool
         return kept
     tracker = tracker or open_tracker(cfg, run_dir)
     t0 = time.perf_counter()
-    with stage_dir(run_dir, "train", key) as folder:
+    with runfolder.open_stage(run_dir, "train", key) as folder:
         out = folder.path
         last = out / "checkpoints" / "last.pt"
         if folder.resumed and last.is_file() and not cfg.train.resume:
@@ -307,7 +296,7 @@ def run_generate(cfg: Config, run_dir: Path, *, tracker: Any = None, progress: b
         return kept
     tracker = tracker or open_tracker(cfg, run_dir)
     t0 = time.perf_counter()
-    with stage_dir(run_dir, "generate", key) as folder, tracker.run("generate") as mlrun:
+    with runfolder.open_stage(run_dir, "generate", key) as folder, tracker.run("generate") as mlrun:
         out = folder.path
         mlrun.log_params({"domain": cfg.domain, "generate": config_to_dict(gcfg)})
         if from_mlflow:
@@ -411,20 +400,20 @@ def run_validate(cfg: Config, run_dir: Path, *, tracker: Any = None, progress: b
 
     domain = get_domain(cfg.domain)
     gen, ref, ref_b, baselines = validate_inputs(cfg, run_dir)
-    for path in (gen, ref, *([ref_b] if ref_b else []), *baselines.values()):
+    # the floor's reference and the baselines are inputs too: a changed file redoes the stage
+    inputs = [gen, ref, *([ref_b] if ref_b else []), *baselines.values()]
+    for path in inputs:
         domain.check_file(path)
     if cfg.validate.reference and not cfg.validate.accept_implausible:
         # a reference brought from outside the run is checked as prepare checks its inputs
         domain.check_plausible(ref, setting="validate.accept_implausible")
-    # the floor's reference and the baselines are inputs too: a changed file redoes the stage
-    key = runfolder.stage_key("validate", stage_settings(cfg, "validate"),
-                              [gen, ref, *([ref_b] if ref_b else []), *baselines.values()], run_dir)
+    key = runfolder.stage_key("validate", stage_settings(cfg, "validate"), inputs, run_dir)
     kept = _kept(run_dir, "validate", key, continue_run=continue_run)
     if kept:
         return kept
     tracker = tracker or open_tracker(cfg, run_dir)
     t0 = time.perf_counter()
-    with stage_dir(run_dir, "validate", key) as folder, tracker.run("validate") as mlrun:
+    with runfolder.open_stage(run_dir, "validate", key) as folder, tracker.run("validate") as mlrun:
         out = folder.path
         mlrun.log_params({"domain": cfg.domain, "validate": config_to_dict(cfg.validate),
                           "generated": str(gen), "reference": str(ref),
