@@ -92,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.write(dump_config(cfg))
             return EXIT_OK
         run_dir = args.out or _default_run_dir(args.command, args.config, cfg)
+        if run_dir.exists() and not run_dir.is_dir():
+            run_dir, bad = None, run_dir  # not ours to clean up or to log into
+            raise SurrogateError(f"--out: {bad} is a file; expected a run folder (new or existing)")
         # A folder that did not exist, or holds only the logs of a crash, is this command's to clean up.
         created = not run_dir.exists() or all(p.name == LOG_DIR for p in run_dir.iterdir())
         if args.command == "run":

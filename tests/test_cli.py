@@ -204,3 +204,12 @@ def test_bad_value_with_the_distributed_scheduler_is_one_line(tmp_path: Path) ->
         assert proc.returncode == 2
         assert proc.stderr.strip().count("\n") == 0, proc.stderr
         assert "NaN or inf (first at event 7 of the inputs)" in proc.stderr
+
+
+def test_out_that_is_a_file_is_a_bad_input_not_a_crash(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    taken = tmp_path / "notes.txt"
+    taken.write_text("keep me")
+    assert main(["run", str(QUICKSTART), "--quiet", "--out", str(taken)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"surrogate run: error: --out: {taken} is a file; expected a run folder (new or existing)"
+    assert taken.read_text() == "keep me" and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
