@@ -131,8 +131,8 @@ def _surrogates(args: argparse.Namespace, device: Any) -> list[tuple[str, Any]]:
     import torch
 
     from surrogate.config import load_config
-    from surrogate.data.transforms import LogRatioTransform
     from surrogate.domains.calorimeter import DOMAIN
+    from surrogate.domains.calorimeter.transform import LogRatioTransform
     from surrogate.models import ModelSpec, build_from_spec
     from surrogate.training.loop import model_spec
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from surrogate.data.transforms import LogRatioTransform
 from surrogate.domains.calorimeter.schema import THRESHOLD_MEV
+from surrogate.domains.calorimeter.transform import LogRatioTransform
 from surrogate.models import build_models
 from surrogate.models.calo_shower import ShowerCritic, ShowerGenerator, rotate_alpha
 

@@ -34,7 +34,7 @@ def test_calo_mlp_shapes_and_size() -> None:
 
 def test_critic_group_energies_are_the_layer_sums_of_the_physical_shower() -> None:
     """GroupEnergies inverts the fitted transform: log(E_layer / E_inc + floor) and log(E_tot / E_inc + floor)."""
-    from surrogate.data.transforms import LogRatioTransform
+    from surrogate.domains.calorimeter.transform import LogRatioTransform
     from surrogate.models.calo_mlp import GroupEnergies
 
     rng = np.random.default_rng(0)

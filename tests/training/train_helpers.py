@@ -17,7 +17,8 @@ import numpy as np
 
 from surrogate.config import Config, TrainConfig
 from surrogate.data.hdf5 import atomic_h5
-from surrogate.data.transforms import LogRatioTransform, save_transform
+from surrogate.data.transforms import save_transform
+from surrogate.domains.calorimeter.transform import LogRatioTransform
 
 E_MIN_MEV, E_MAX_MEV = 1000.0, 10000.0
 SIGMA = 0.2  # spread of ln(E_i / E) around its conditional mean

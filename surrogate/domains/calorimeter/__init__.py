@@ -15,7 +15,10 @@ import numpy as np
 from surrogate.config import FRACTION, POSITIVE, SEED, ConfigError, Range, check_ranges
 from surrogate.domains.base import FeatureFamily, FeatureLayout, HistogramSpec, LazyEvents
 from surrogate.domains.calorimeter import schema
+from surrogate.domains.calorimeter.transform import TRANSFORMS, LogRatioTransform
 from surrogate.errors import InputError
+
+__all__ = ["DOMAIN", "TRANSFORMS", "SimulateConfig"]
 
 PHYSICS_LISTS = ("em_datafree", "G4EmStandardPhysics", "G4EmStandardPhysics_option1",
                  "G4EmStandardPhysics_option3", "G4EmStandardPhysics_option4", "G4EmLivermorePhysics",
@@ -171,14 +174,10 @@ class Calorimeter:
 
     # ---- model-side --------------------------------------------------------------------------------
     def fit_transform(self, events: LazyEvents) -> Any:
-        from surrogate.data.transforms import LogRatioTransform
-
         return LogRatioTransform.fit(events.data, events.cond, threshold=schema.THRESHOLD_MEV)
 
     def fit_transform_lazy(self, events: LazyEvents) -> Any:
         """The same fit as a LazyFit, so prepare computes it in the pass that checks the values."""
-        from surrogate.data.transforms import LogRatioTransform
-
         return LogRatioTransform.lazy_fit(events.data, events.cond, threshold=schema.THRESHOLD_MEV)
 
     # ---- validation -------------------------------------------------------------------------------

@@ -7,15 +7,9 @@ import dask.array as da
 import numpy as np
 import pytest
 
-from surrogate.data.transforms import (
-    EPS,
-    STD_FLOOR,
-    LogRatioTransform,
-    load_transform,
-    save_transform,
-    transform_from_dict,
-)
+from surrogate.data.transforms import load_transform, save_transform, transform_from_dict
 from surrogate.domains.calorimeter import schema
+from surrogate.domains.calorimeter.transform import EPS, STD_FLOOR, LogRatioTransform
 from surrogate.errors import InputError, OutputExistsError
 
 THRESHOLD = schema.THRESHOLD_MEV
