@@ -1,10 +1,11 @@
 """Time per shower: the surrogate (the configured generator + inverse transform to MeV) vs Geant4.
 
-Geant4: ``surrogate.simulators.geant4_calo.simulate`` with one worker process at fixed incident
-energies; the figure is the worker's CPU time per shower (Geant4 set-up excluded, as in simulate()'s own
-``ms_per_shower``). Surrogate: ``surrogate.generation.Surrogate.generate`` at several batch sizes, so the
-time includes the condition transform, latent sampling, the generator, the copy to host and the inverse
-transform to MeV with the readout threshold, i.e. everything a user of ``Surrogate`` waits for.
+Geant4: the calorimeter domain's ``simulate`` (surrogate.simulators.geant4_calo) with one worker
+process at fixed incident energies; the figure is the worker's CPU time per shower (Geant4 set-up
+excluded, as in simulate()'s own ``ms_per_shower``). Surrogate: ``surrogate.generation.Surrogate.generate``
+at several batch sizes, so the time includes the condition transform, latent sampling, the generator, the
+copy to host and the inverse transform to MeV with the readout threshold, i.e. everything a user of
+``Surrogate`` waits for.
 
 Speed-up = Geant4 CPU ms per shower / surrogate wall ms per shower. On CPU the surrogate uses all torch
 threads while Geant4 uses one core: the summary line also holds the ratio per CPU-second.
@@ -98,15 +99,13 @@ def _gev(e: float) -> str:
 
 def _geant4(e_gev: float, n: int, seed: int) -> dict[str, Any]:
     """simulate() n showers at exactly e_gev with one worker; its CPU time per shower."""
-    from surrogate.domains.calorimeter import SimulateConfig
-    from surrogate.domains.calorimeter.schema import dataset2_geometry
-    from surrogate.simulators.geant4_calo import simulate
+    from surrogate.domains.calorimeter import DOMAIN, SimulateConfig
 
     e_mev = 1e3 * e_gev
     # e_min = e_max pins the energy; one shard so the single worker runs everything in one BeamOn loop
     cfg = SimulateConfig(n_events=n, e_min_mev=e_mev, e_max_mev=e_mev, n_workers=1, shard_events=n, seed=seed)
     with tempfile.TemporaryDirectory(prefix="bench-geant4-") as tmp:
-        out = simulate(cfg, Path(tmp) / f"g4_{_gev(e_gev)}gev.h5", dataset2_geometry(), progress=False)
+        out = DOMAIN.simulate(cfg, Path(tmp) / f"g4_{_gev(e_gev)}gev.h5", progress=False)
     return {"e_gev": e_gev, "showers": n, "cpu_ms_per_shower": out["ms_per_shower"],
             "ms_per_gev": out["ms_per_shower"] / e_gev, "wall_s": out["wall_seconds"],
             "mean_response": out["mean_response"]}

@@ -17,9 +17,9 @@ import h5py
 import numpy as np
 import pytest
 
-from surrogate.domains.calorimeter import SimulateConfig, schema
+from surrogate.domains.calorimeter import DOMAIN, Calorimeter, SimulateConfig, schema
 from surrogate.errors import OutputExistsError, SurrogateError
-from surrogate.simulators.geant4_calo import Geant4Calorimeter, build, simulate, worker
+from surrogate.simulators.geant4_calo import Geant4Calorimeter, build, worker
 
 GEOMETRY = schema.dataset2_geometry()
 
@@ -51,7 +51,7 @@ def pair(cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[int,
         cfg = SimulateConfig(n_events=20, e_min_mev=1000.0, e_max_mev=4000.0, n_workers=n_workers,
                              shard_events=8, seed=7)
         files[n_workers] = out / f"showers_{n_workers}.h5"
-        simulate(cfg, files[n_workers], GEOMETRY, progress=False)
+        DOMAIN.simulate(cfg, files[n_workers], progress=False)
     return files
 
 
@@ -145,7 +145,7 @@ class _Physics:
 def _physics_at(energy_mev: float, n: int, out: Path, seed: int, sampling_fraction: float = 0.0) -> _Physics:
     cfg = SimulateConfig(n_events=n, e_min_mev=energy_mev, e_max_mev=energy_mev, n_workers=2, shard_events=10,
                          seed=seed, sampling_fraction=sampling_fraction)
-    summary = simulate(cfg, out, GEOMETRY, progress=False)
+    summary = DOMAIN.simulate(cfg, out, progress=False)
     showers, _, _ = _read(out)
     total = showers.sum(axis=1)
     layers = showers.reshape(n, GEOMETRY.n_layers, -1).sum(axis=2)
@@ -179,7 +179,7 @@ def test_stock_list_without_data_sets_raises_and_leaves_nothing(tmp_path: Path) 
     out = tmp_path / "stock.h5"
     expected = r"G4EmStandardPhysics_option4.*(G4Exception|died).*GEANT4_DATA_DIR"
     with pytest.raises(SurrogateError, match=expected):
-        simulate(cfg, out, GEOMETRY, progress=False)
+        DOMAIN.simulate(cfg, out, progress=False)
     assert os.getpid() > 0  # still here: the abort killed a worker, not the caller
     assert list(tmp_path.iterdir()) == []
 
@@ -188,28 +188,28 @@ def test_existing_output_is_refused_before_simulating(tmp_path: Path) -> None:
     out = tmp_path / "taken.h5"
     out.write_bytes(b"keep me")
     with pytest.raises(OutputExistsError):
-        simulate(SimulateConfig(n_events=1), out, GEOMETRY, progress=False)
+        DOMAIN.simulate(SimulateConfig(n_events=1), out, progress=False)
     assert out.read_bytes() == b"keep me"
 
 
 def test_other_geometries_are_refused(tmp_path: Path) -> None:
     other = schema.Geometry(n_layers=45, n_alpha=50, r_edges_mm=tuple(np.arange(19) * 2.325))
     with pytest.raises(SurrogateError, match="dataset-2"):
-        simulate(SimulateConfig(n_events=1), tmp_path / "x.h5", other, progress=False)
+        Calorimeter(other).simulate(SimulateConfig(n_events=1), tmp_path / "x.h5", progress=False)
 
 
 def test_in_memory_simulator_matches_the_protocol(pair: dict[int, Path]) -> None:
     _, e_inc, attrs = _read(pair[1])
     sf = float(attrs["sampling_fraction"])  # type: ignore[arg-type]
     cfg = SimulateConfig(n_workers=1, shard_events=8, sampling_fraction=sf)
-    sim = Geant4Calorimeter(cfg)
+    sim = Geant4Calorimeter(cfg, schema.THRESHOLD_MEV)
     cond = e_inc[:3].reshape(3, 1)
     again = sim(cond, seed=5)
     assert again.shape == (3, 6480) and again.dtype == np.float32
     np.testing.assert_array_equal(again, sim(cond, seed=5))
     assert again.sum(axis=1) == pytest.approx(cond[:, 0], rel=0.4)  # sigma/E is 13% at 1 GeV
     with pytest.raises(SurrogateError, match="sampling_fraction"):
-        Geant4Calorimeter(SimulateConfig())
+        Geant4Calorimeter(SimulateConfig(), schema.THRESHOLD_MEV)
 
 
 def test_extension_is_cached_by_source_and_module(cache_dir: Path) -> None:

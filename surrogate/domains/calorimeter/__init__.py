@@ -16,9 +16,9 @@ from surrogate.config import FRACTION, POSITIVE, SEED, ConfigError, Range, check
 from surrogate.domains.base import FeatureFamily, FeatureLayout, HistogramSpec, LazyEvents
 from surrogate.domains.calorimeter import schema
 from surrogate.domains.calorimeter.transform import TRANSFORMS, LogRatioTransform
-from surrogate.errors import InputError
+from surrogate.errors import InputError, SurrogateError
 
-__all__ = ["DOMAIN", "TRANSFORMS", "SimulateConfig"]
+__all__ = ["DOMAIN", "TRANSFORMS", "Calorimeter", "SimulateConfig"]
 
 PHYSICS_LISTS = ("em_datafree", "G4EmStandardPhysics", "G4EmStandardPhysics_option1",
                  "G4EmStandardPhysics_option3", "G4EmStandardPhysics_option4", "G4EmLivermorePhysics",
@@ -69,8 +69,8 @@ class Calorimeter:
                       "dataset-2 files. The reference file's attributes below say what it is.")
     transform = "log_ratio"
 
-    def __init__(self) -> None:
-        self.geometry = schema.dataset2_geometry()
+    def __init__(self, geometry: schema.Geometry | None = None) -> None:
+        self.geometry = geometry or schema.dataset2_geometry()
         self.n_features = self.geometry.n_voxels
         self.n_cond = 1
         self.condition_labels = ("the incident energy [MeV]",)  # one per condition column
@@ -80,9 +80,19 @@ class Calorimeter:
 
     # ---- reference simulator -------------------------------------------------------------------
     def simulate(self, cfg: Geant4Settings, out_path: Path, *, progress: bool = True) -> dict[str, float]:
-        from surrogate.simulators.geant4_calo import simulate
+        from surrogate.simulators import geant4_calo
 
-        return simulate(cfg, out_path, self.geometry, progress=progress)
+        n_layers, n_alpha, n_r, r_cell_mm = geant4_calo.READOUT
+        if (self.geometry.shape != (n_layers, n_alpha, n_r)
+                or not np.allclose(self.geometry.r_edges_mm, np.arange(n_r + 1) * r_cell_mm)):
+            raise SurrogateError("the Geant4 calorimeter simulates the CaloChallenge dataset-2 readout (45 "
+                                 f"layers x 16 angular x 9 radial bins of 4.65 mm), not {self.geometry.describe()}")
+
+        def write(path: Path, blocks: Iterable[tuple[np.ndarray, np.ndarray]], n_events: int,
+                  attrs: Mapping[str, Any]) -> None:
+            schema.write_file(path, blocks, n_events, self.geometry, attrs)
+
+        return geant4_calo.simulate(cfg, out_path, write, threshold_mev=schema.THRESHOLD_MEV, progress=progress)
 
     # ---- data layout ----------------------------------------------------------------------------
     def check_file(self, path: str | Path) -> int:

@@ -12,8 +12,11 @@ its MixMax seed both come from ``np.random.SeedSequence([seed, i])``, so a file 
 (seed, shard_events, n_events, physics), never on n_workers or on which worker ran what.
 
 Voxel energies: Si deposit per readout cell (MeV) divided by the sampling fraction, then cells below the
-15.15 keV readout threshold set to 0 (schema.THRESHOLD_MEV, applied to the rescaled energies as in
-the CaloChallenge files). No threshold is applied to the Si deposit itself.
+readout threshold (the caller's ``threshold_mev``, 15.15 keV for dataset 2) set to 0, applied to the rescaled
+energies as in the CaloChallenge files. No threshold is applied to the Si deposit itself.
+
+The simulator knows its geometry (``READOUT``) but no file layout: the domain that calls it passes the
+writer and the threshold, so this package never imports a domain.
 
 Sampling fraction: when ``cfg.sampling_fraction`` is 0 it is measured from the sample as
 sum(Si in readout cells) / sum(incident energy), so that sum(voxels) / E_inc is 1 on average (the
@@ -30,24 +33,29 @@ import re
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from surrogate.domains.calorimeter import schema
 from surrogate.errors import OutputExistsError, SurrogateError
 from surrogate.simulators.geant4_calo import build, worker
 
 if TYPE_CHECKING:
     from distributed import Client
 
-    from surrogate.domains.calorimeter import SimulateConfig
-    from surrogate.domains.calorimeter.schema import Geometry
+__all__ = ["READOUT", "Geant4Calorimeter", "Writer", "simulate"]
 
-__all__ = ["Geant4Calorimeter", "simulate"]
+# What the simulated calorimeter reads out: (layers, angular bins, radial bins), radial cell size in mm.
+READOUT = (worker.N_LAYERS, worker.N_ALPHA, worker.N_R, worker.R_CELL_MM)
+# write(out_path, (showers (n, 6480) MeV, e_inc (n,) MeV) blocks, n_events, file attributes): the caller's
+# file layout (the calorimeter domain's CaloChallenge writer).
+Writer = Callable[[Path, Iterator[tuple[np.ndarray, np.ndarray]], int, dict[str, Any]], None]
+# ``cfg`` below is the calorimeter's SimulateConfig (n_events, e_min_mev, e_max_mev, particle, physics_list,
+# production_cut_mm, msc_step_limit, sampling_fraction, n_workers, shard_events, seed), typed Any here so
+# that the simulator does not import the domain that owns it.
 
 NOTE = ("Geant4-like physics: Geant4 11.4 (geant4-pybind) in the dataset-2 geometry, not identical to the "
         "physics of the CaloChallenge files")
@@ -60,9 +68,9 @@ class _Shard:
     seed: int  # MixMax seed
 
 
-def simulate(cfg: SimulateConfig, out_path: Path, geometry: Geometry, *,
+def simulate(cfg: Any, out_path: Path, write: Writer, *, threshold_mev: float,
              progress: bool = True) -> dict[str, float]:
-    """Simulate ``cfg.n_events`` showers and write them to ``out_path`` in the CaloChallenge layout.
+    """Simulate ``cfg.n_events`` showers and write them to ``out_path`` with ``write``.
 
     Incident energies (N, 1) MeV are log-uniform in [e_min_mev, e_max_mev]; showers (N, 6480) MeV.
     Returns n_events, sampling_fraction, cpu_seconds (summed over workers and shards),
@@ -76,7 +84,6 @@ def simulate(cfg: SimulateConfig, out_path: Path, geometry: Geometry, *,
     """
     start = time.perf_counter()
     out_path = Path(out_path)
-    _check_geometry(geometry)
     if out_path.exists():  # refuse before spending CPU hours, not only at the final rename
         raise OutputExistsError(out_path)
     shards = [_Shard(i, energies, seed) for i, (energies, seed) in
@@ -86,7 +93,7 @@ def simulate(cfg: SimulateConfig, out_path: Path, geometry: Geometry, *,
     kept = cfg.n_events - sum(len(s.e_inc_mev) for s in todo)
     try:
         with _Workers(cfg) as pool:
-            attrs = _attrs(cfg, pool.geant4_version)
+            attrs = _attrs(cfg, pool.geant4_version, threshold_mev)
             for shard, result in pool.map_ordered(todo, progress=progress, done=kept):
                 store.save(shard, result)
     except BaseException:
@@ -98,8 +105,8 @@ def simulate(cfg: SimulateConfig, out_path: Path, geometry: Geometry, *,
         pass
     sampling_fraction = cfg.sampling_fraction or totals.si_mev / totals.e_inc_mev
     attrs["sampling_fraction"] = sampling_fraction
-    schema.write_file(out_path, _voxel_blocks(_raw_blocks(store.iter(shards), _Totals()), sampling_fraction,
-                                              totals), cfg.n_events, geometry, attrs)
+    write(out_path, _voxel_blocks(_raw_blocks(store.iter(shards), _Totals()), sampling_fraction, threshold_mev,
+                                  totals), cfg.n_events, attrs)
     store.remove()
     wall = time.perf_counter() - start
     return {
@@ -114,7 +121,7 @@ def simulate(cfg: SimulateConfig, out_path: Path, geometry: Geometry, *,
     }
 
 
-def _shard_key(cfg: SimulateConfig) -> str:
+def _shard_key(cfg: Any) -> str:
     """What a kept shard depends on: every setting but the number of workers (and the event count, as
     shard i's content does not depend on how many shards follow, except for the last one's size)."""
     import hashlib
@@ -178,15 +185,16 @@ class _ShardStore:
 class Geant4Calorimeter:
     """The :class:`~surrogate.simulators.Simulator` protocol on the same workers, for samples in memory.
 
-    ``Geant4Calorimeter(cfg)(e_inc_mev (N, 1), seed)`` -> showers (N, 6480) float32 MeV. It needs
-    ``cfg.sampling_fraction > 0`` (a sample's own measurement would depend on the sample).
+    ``Geant4Calorimeter(cfg, threshold_mev)(e_inc_mev (N, 1), seed)`` -> showers (N, 6480) float32 MeV. It
+    needs ``cfg.sampling_fraction > 0`` (a sample's own measurement would depend on the sample).
     """
 
-    def __init__(self, cfg: SimulateConfig) -> None:
+    def __init__(self, cfg: Any, threshold_mev: float) -> None:
         if cfg.sampling_fraction <= 0:
             raise SurrogateError("simulate.sampling_fraction: set it (e.g. from a simulated file's "
                                  "attribute) to simulate showers at given energies")
         self.cfg = cfg
+        self.threshold_mev = threshold_mev
 
     def __call__(self, cond: np.ndarray, seed: int) -> np.ndarray:
         e_inc = np.asarray(cond, dtype=np.float64).reshape(-1)
@@ -198,7 +206,7 @@ class Geant4Calorimeter:
         totals = _Totals()
         with _Workers(self.cfg) as pool:
             blocks = _voxel_blocks(_raw_blocks(pool.map_ordered(shards, progress=False), totals),
-                                   self.cfg.sampling_fraction, totals)
+                                   self.cfg.sampling_fraction, self.threshold_mev, totals)
             return np.concatenate([showers for showers, _ in blocks])
 
 
@@ -222,14 +230,6 @@ def _plan(n_events: int, shard_events: int, seed: int, e_min_mev: float,
         yield np.exp(log_e), geant4_seed
 
 
-def _check_geometry(geometry: Geometry) -> None:
-    expected = (worker.N_LAYERS, worker.N_ALPHA, worker.N_R)
-    edges = np.arange(worker.N_R + 1) * worker.R_CELL_MM
-    if geometry.shape != expected or not np.allclose(geometry.r_edges_mm, edges):
-        raise SurrogateError("the Geant4 calorimeter simulates the CaloChallenge dataset-2 readout (45 "
-                             f"layers x 16 angular x 9 radial bins of 4.65 mm), not {geometry.describe()}")
-
-
 @dataclass
 class _Totals:
     si_mev: float = 0.0  # sum over events of the Si deposit in readout cells
@@ -251,16 +251,16 @@ def _raw_blocks(results: Iterator[tuple[_Shard, worker.ShardResult]],
 
 
 def _voxel_blocks(blocks: Iterator[tuple[np.ndarray, np.ndarray]], sampling_fraction: float,
-                  totals: _Totals) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+                  threshold_mev: float, totals: _Totals) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Si deposits -> voxel energies (float32 MeV): / sampling fraction, then zero sub-threshold cells."""
     for si_mev, e_inc_mev in blocks:
         showers = (np.asarray(si_mev, dtype=np.float64) / sampling_fraction).astype(np.float32)
-        showers[showers < schema.THRESHOLD_MEV] = 0.0
+        showers[showers < threshold_mev] = 0.0
         totals.response_sum += float((showers.sum(axis=1, dtype=np.float64) / e_inc_mev).sum())
         yield showers, np.asarray(e_inc_mev, dtype=np.float32)
 
 
-def _attrs(cfg: SimulateConfig, geant4_version: str) -> dict[str, Any]:
+def _attrs(cfg: Any, geant4_version: str, threshold_mev: float) -> dict[str, Any]:
     datafree = cfg.physics_list == "em_datafree"
     return {
         "simulator": "geant4-pybind 0.1.3, data-free EM physics (surrogate)" if datafree
@@ -276,7 +276,7 @@ def _attrs(cfg: SimulateConfig, geant4_version: str) -> dict[str, Any]:
         "e_max_mev": float(cfg.e_max_mev),
         "seed": int(cfg.seed),
         "shard_events": cfg.shard_events,  # part of the seeding: needed to reproduce the file
-        "threshold_mev": schema.THRESHOLD_MEV,
+        "threshold_mev": threshold_mev,
         "voxel_energy": "Si deposit per readout cell / sampling_fraction; cells below threshold_mev set to 0",
         "sampling_fraction_definition": "sum(Si in readout cells) / sum(incident energy) over the sample"
                                         if cfg.sampling_fraction == 0 else "given in the config",
@@ -300,7 +300,7 @@ class _Workers:
     seed); a Geant4 abort, being deterministic, kills the second worker too and is reported then.
     """
 
-    def __init__(self, cfg: SimulateConfig) -> None:
+    def __init__(self, cfg: Any) -> None:
         self.cfg = cfg
         self._stack = contextlib.ExitStack()
         self.client: Client | None = None
