@@ -217,7 +217,7 @@ def _default_run_dir(command: str, config: Path, cfg: Config) -> Path:
 
     needs = {"prepare": "simulate" if not cfg.prepare.inputs else "",
              "train": "prepare",
-             "generate": "" if cfg.generate.checkpoint and (cfg.generate.conditions or cfg.generate.energies_from)
+             "generate": "" if cfg.generate.checkpoint and (cfg.generate.conditions or cfg.generate.conditions_from)
              else "train",
              "validate": "" if cfg.validate.generated and cfg.validate.reference else "generate"}.get(command, "")
     if needs:

@@ -138,9 +138,9 @@ class TrainConfig:
 @dataclass(frozen=True)
 class GenerateConfig:
     checkpoint: str = ""  # training checkpoint (.pt); empty = this run's last checkpoint
-    n_events: int = 0  # events to generate; 0 = one per incident energy of `energies_from`
-    energies_from: str = ""  # file whose conditions to reuse; empty = this run's held-out test split
-    conditions: tuple[float, ...] = ()  # physical conditions (calorimeter: E_inc in MeV), n_events each
+    n_events: int = 0  # events to generate; 0 = one per condition row of `conditions_from`
+    conditions_from: str = ""  # file whose conditions to reuse; empty = this run's held-out test split
+    conditions: tuple[float, ...] = ()  # physical condition rows, flattened (the domain's units), n_events each
     batch_size: int = 1000  # events per generator call and per write to disk
     use_ema: bool = True  # sample from the EMA generator
     extrapolate: bool = False  # allow conditions outside the training range (with a warning) instead of refusing
@@ -348,12 +348,18 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     raise ConfigError(f"{where}: unsupported config type {tp}")
 
 
+# Keys renamed since an earlier release: old dotted name -> new one, so old configs get a one-line pointer.
+RENAMED = {"generate.energies_from": "generate.conditions_from"}
+
+
 def _build(cls: Any, values: dict[str, Any], where: str) -> Any:
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:
         prefix = f"{where}." if where else ""
+        if f"{prefix}{unknown[0]}" in RENAMED:
+            raise ConfigError(f"{prefix}{unknown[0]}: renamed to {RENAMED[prefix + unknown[0]]}")
         raise ConfigError(f"{prefix}{unknown[0]}: unknown config key (known: {', '.join(sorted(names))})")
     kwargs = {}
     for key, value in values.items():

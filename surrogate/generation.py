@@ -63,7 +63,7 @@ class Surrogate:
                     extrapolate: bool = False) -> None:
         """Refuse (InputError) conditions outside the range the model was trained on, or warn if ``extrapolate``.
 
-        A GAN has learned nothing outside its training range: 50 GeV showers from a 1-10 GeV model are an
+        A GAN has learned nothing outside its training range: events at conditions it never saw are an
         extrapolation, not a simulation. The range is the fitted transform's (the training data's).
         """
         cond = np.asarray(cond, dtype=np.float64).reshape(-1, self.n_cond)
@@ -73,8 +73,8 @@ class Surrogate:
         if not outside.any():
             return
         event, column = (int(i) for i in np.argwhere(outside)[0])
-        labels = getattr(self.domain, "condition_labels", ())
-        name = labels[column] if column < len(labels) else f"condition {column}"
+        conditions = self.domain.conditions
+        name = conditions[column].label if column < len(conditions) else f"condition {column}"
         what = (f"{int(outside.any(axis=1).sum())} of {len(cond)} conditions outside the training range of "
                 f"{name}, {lo[column]:.6g} to {hi[column]:.6g} (first: {cond[event, column]:.6g} at event {event})")
         if not extrapolate:
@@ -86,8 +86,9 @@ class Surrogate:
                  batch_size: int = 10000, extrapolate: bool = False) -> np.ndarray:
         """Events for the physical conditions ``cond`` ((N,) or (N, n_cond)), in physical units.
 
-        For the calorimeter: ``cond`` = incident energies in MeV, result (N, 6480) voxel energies in MeV
-        in the CaloChallenge order. Latents come from ``torch_generator`` if given, else from ``seed``.
+        ``cond`` columns as the domain's ``conditions`` name them, in their units; the result is
+        (N, n_features) in the domain's layout, flattened from its ``event_shape``. Latents come from
+        ``torch_generator`` if given, else from ``seed``.
         Conditions outside the training range raise an InputError unless ``extrapolate`` (then a warning).
         """
         blocks = list(self.iter_generate(cond, seed=seed, torch_generator=torch_generator,

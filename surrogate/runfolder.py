@@ -20,6 +20,7 @@ or interrupted stage; everything else it wrote is removed.
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import hashlib
 import json
 import os
@@ -34,8 +35,10 @@ from surrogate.errors import OutputExistsError, SurrogateError
 
 MANIFEST = "stage.json"
 IN_PROGRESS = ".in-progress"
-# Per stage: what is kept when the stage fails or is interrupted, so the next call resumes from it.
-RESUMABLE: Mapping[str, tuple[str, ...]] = {"simulate": (".showers.h5.shards",), "train": ("checkpoints",)}
+# Per stage: what is kept when the stage fails or is interrupted, so the next call resumes from it (glob
+# patterns of names in the stage folder): a simulator's finished shards beside its output file
+# (``.<file>.shards``), training checkpoints.
+RESUMABLE: Mapping[str, tuple[str, ...]] = {"simulate": (".*.shards",), "train": ("checkpoints",)}
 _BLOCK = 1 << 20  # bytes per read while hashing
 
 
@@ -104,10 +107,14 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _kept(name: str, patterns: Iterable[str]) -> bool:
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
+
+
 def _remove_except(folder: Path, keep: Iterable[str]) -> None:
-    keep = set(keep)
+    keep = tuple(keep)
     for child in folder.iterdir():
-        if child.name in keep:
+        if _kept(child.name, keep):
             continue
         if child.is_dir() and not child.is_symlink():
             shutil.rmtree(child)
@@ -166,7 +173,7 @@ def open_stage(run_dir: Path, stage: str, key: str) -> Iterator[StageFolder]:
     if current == "incomplete":
         same = (folder / IN_PROGRESS).read_text().strip() == key
         _remove_except(folder, (IN_PROGRESS, *resumable) if same else ())
-        resumed = same and any(_has_content(folder / name) for name in resumable)
+        resumed = same and any(_has_content(child) for child in folder.iterdir() if _kept(child.name, resumable))
     folder.mkdir(parents=True, exist_ok=True)
     _atomic_write(folder / IN_PROGRESS, key)
     handle = StageFolder(folder, stage, key, resumed)

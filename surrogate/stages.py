@@ -5,7 +5,7 @@ stage; each stage refuses to write into a subfolder that already exists, and rem
 it fails, so outputs are never overwritten and never partial. Stage inputs default to the previous
 stage's outputs in the same run folder:
 
-    <run>/simulate/showers.h5        reference events (the domain's native layout)
+    <run>/simulate/<events file>     reference events in the domain's native layout (Domain.events_file)
     <run>/prepare/store.h5           transformed train/val/test splits + transform.json,
                  reference_val.h5, reference_test.h5   (native layout, physical units)
     <run>/train/checkpoints/last.pt  full training state; train/generator.pt the exported EMA generator
@@ -148,7 +148,7 @@ def run_simulate(cfg: Config, run_dir: Path, *, tracker: Any = None, progress: b
         out = folder.path
         with tracker.run("simulate") as mlrun:
             mlrun.log_params({"domain": cfg.domain, "simulate": config_to_dict(cfg.simulate)})
-            path = out / "showers.h5"
+            path = out / domain.events_file
             say(f"simulate: {cfg.simulate.n_events} events with the {cfg.domain} reference simulator -> {path}"
                 + (" (resuming from the shards kept by an interrupted run)" if folder.resumed else ""))
             metrics = domain.simulate(cfg.simulate, path, progress=progress)
@@ -164,7 +164,7 @@ def run_prepare(cfg: Config, run_dir: Path, *, tracker: Any = None, progress: bo
 
     domain = get_domain(cfg.domain)
     inputs = cfg.prepare.inputs or (str(_default_input(
-        "", run_dir / "simulate" / "showers.h5", "prepare.inputs",
+        "", run_dir / "simulate" / domain.events_file, "prepare.inputs",
         "run `surrogate simulate` into this --out first, or set prepare.inputs")),)
     for path in inputs:  # layout errors surface before any output or tracking run exists
         domain.check_file(path)
@@ -274,8 +274,8 @@ def run_generate(cfg: Config, run_dir: Path, *, tracker: Any = None, progress: b
         domain.check_conditions(np.asarray(gcfg.conditions, dtype=np.float32).reshape(-1, domain.n_cond),
                                 "generate.conditions")
     else:
-        cond_path = _default_input(gcfg.energies_from, run_dir / "prepare" / "reference_test.h5",
-                                   "generate.energies_from", "set generate.conditions or energies_from")
+        cond_path = _default_input(gcfg.conditions_from, run_dir / "prepare" / "reference_test.h5",
+                                   "generate.conditions_from", "set generate.conditions or conditions_from")
         n_available = domain.check_file(cond_path)
         if gcfg.n_events > n_available:
             raise SurrogateError(f"generate.n_events: {gcfg.n_events} requested but {cond_path} "

@@ -19,13 +19,27 @@ if TYPE_CHECKING:
 class LazyEvents:
     """Events of one or more files as lazy dask arrays, in physical units, chunked along events.
 
-    data: (N, n_features) float32 -- e.g. voxel energies in MeV
-    cond: (N, n_cond) float32 -- e.g. incident energy in MeV
+    data: (N, n_features) float32 -- one event flattened in C order from ``Domain.event_shape``
+    cond: (N, n_cond) float32 -- columns as ``Domain.conditions`` names them, in their units
     """
 
     data: da.Array
     cond: da.Array
     sources: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One column of the condition vector, in physical units."""
+
+    name: str  # short name, also the column's name in files and reports
+    units: str  # e.g. "arcsec", "1" for dimensionless
+    description: str  # a few words for messages and axis labels
+
+    @property
+    def label(self) -> str:
+        """``the <description> [<units>]``, as messages name the column."""
+        return f"the {self.description} [{self.units}]"
 
 
 SOURCES = ("challenge", "ours")  # where an observable's definition comes from (HistogramSpec.source)
@@ -74,13 +88,15 @@ class FeatureLayout:
 class Domain(Protocol):
     name: str
     SimulateConfig: type  # dataclass of the reference simulator's settings
+    events_file: str  # name of the file ``simulate`` writes in the run folder's simulate/ stage folder
+    conditions: tuple[Condition, ...]  # the condition columns, in order (n_cond of them)
     default_model: str  # name in surrogate.models' registry
     transform: str  # name in surrogate.data.transforms' registry
-    n_features: int  # length of one event's data vector
-    n_cond: int  # length of one event's condition vector
+    n_features: int  # length of one event's data vector, the product of event_shape
+    n_cond: int  # length of one event's condition vector, len(conditions)
     reference_note: str  # what the reference simulator is and how it differs from published samples
     critic_feature_groups: int  # contiguous equal groups of features whose energy sums the critic sees; 0 = none
-    event_shape: tuple[int, ...]  # axes of one event's features, slowest first (structured models); () = flat
+    event_shape: tuple[int, ...]  # axes of one event, slowest first: the data vector is this, flattened in C order
 
     def simulate(self, cfg: Any, out_path: Path, *, progress: bool = True) -> dict[str, float]:
         """Run the reference simulator, write ``out_path`` in the domain's layout, return summary numbers."""

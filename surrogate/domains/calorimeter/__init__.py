@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from surrogate.config import FRACTION, POSITIVE, SEED, ConfigError, Range, check_ranges
-from surrogate.domains.base import FeatureFamily, FeatureLayout, HistogramSpec, LazyEvents
+from surrogate.domains.base import Condition, FeatureFamily, FeatureLayout, HistogramSpec, LazyEvents
 from surrogate.domains.calorimeter import schema
 from surrogate.domains.calorimeter.transform import TRANSFORMS, LogRatioTransform
 from surrogate.errors import InputError, SurrogateError
@@ -68,12 +68,13 @@ class Calorimeter:
                       "no Rayleigh, Urban msc): Geant4-like, but not identical to the CaloChallenge "
                       "dataset-2 files. The reference file's attributes below say what it is.")
     transform = "log_ratio"
+    events_file = "showers.h5"
 
     def __init__(self, geometry: schema.Geometry | None = None) -> None:
         self.geometry = geometry or schema.dataset2_geometry()
         self.n_features = self.geometry.n_voxels
-        self.n_cond = 1
-        self.condition_labels = ("the incident energy [MeV]",)  # one per condition column
+        self.conditions = (Condition("E_inc", "MeV", "incident energy"),)
+        self.n_cond = len(self.conditions)
         # voxels are (layer, alpha, r) with layer slowest: the contiguous groups are the layers
         self.critic_feature_groups = self.geometry.n_layers
         self.event_shape: tuple[int, ...] = self.geometry.shape  # (layer, alpha, r)
