@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     import dask.array as da
 
     from surrogate.data.transforms import LazyFit, Transform
+    from surrogate.validation.compute import Metric
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ class Condition:
         return f"the {self.description} [{self.units}]"
 
 
-SOURCES = ("challenge", "ours")  # where an observable's definition comes from (HistogramSpec.source)
+SOURCES = ("protocol", "ours")  # where an observable's definition comes from (HistogramSpec.source)
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ class HistogramSpec:
     label: str  # axis label with units
     bins: np.ndarray  # bin edges
     log_x: bool = False
-    # "challenge": an observable and binning the CaloChallenge itself scores (code/evaluate.py);
+    # "protocol": an observable and binning the domain's reference protocol scores (Domain.protocol);
     # "ours": added by this project, labelled as such in reports (no published counterpart).
     source: str = "ours"
 
@@ -95,6 +96,9 @@ class Domain(Protocol):
     n_features: int  # length of one event's data vector, the product of event_shape
     n_cond: int  # length of one event's condition vector, len(conditions)
     reference_note: str  # what the reference simulator is and how it differs from published samples
+    protocol: str  # name of the published validation protocol whose definitions "protocol" metrics follow
+    protocol_note: str  # one paragraph for the report: what the metrics and histograms are and where from
+    metrics: tuple[Metric, ...]  # the metric registry: validate runs all, in-training validation the cheap ones
     critic_feature_groups: int  # contiguous equal groups of features whose energy sums the critic sees; 0 = none
     event_shape: tuple[int, ...]  # axes of one event, slowest first: the data vector is this, flattened in C order
 

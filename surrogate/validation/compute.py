@@ -1,17 +1,20 @@
 """Metric computation shared by the offline validation and the in-training quick metrics.
 
 Both paths call the functions here, so a number logged during training and the same number in a
-validation report are computed the same way. Seeds of the stochastic metrics derive from one integer
-through ``np.random.SeedSequence``: every metric gets its own independent stream, and a rerun with the
-same seed reproduces every number.
+validation report are computed the same way. Which metrics run is the domain's choice: each domain lists
+its :class:`Metric` s (``Domain.metrics``, e.g. :data:`STANDARD_METRICS` plus metrics of its own);
+``validate`` runs all of them, in-training validation those marked ``in_training``. Seeds of the
+stochastic metrics derive from one integer through ``np.random.SeedSequence``: every metric gets its own
+independent stream, and a rerun with the same seed reproduces every number.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+import zlib
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -23,8 +26,8 @@ if TYPE_CHECKING:
 
 # Order fixes each child seed; new streams go at the end so the earlier ones keep their seeds.
 STREAMS = ("classifier_low_level", "classifier_high_level", "fpd", "kpd", "prdc", "samples")
-FAMILY = re.compile(r"^(?P<family>.+)_(?P<index>\d+)$")  # "E_layer_12" -> family "E_layer", index 12
-X1E3 = 1e3  # FPD and KPD are reported x 1e3, as in the CaloChallenge results
+FAMILY = re.compile(r"^(?P<family>.+)_(?P<index>\d+)$")  # "flux_12" -> family "flux", index 12
+X1E3 = 1e3  # FPD and KPD are reported x 1e3 (the convention of Kansal et al. 2023 and of published tables)
 PRDC = ("precision", "recall", "density", "coverage")
 
 
@@ -32,6 +35,15 @@ def metric_seeds(seed: int) -> dict[str, int]:
     """One independent integer seed per stochastic metric, all derived from ``seed``."""
     children = np.random.SeedSequence(seed).spawn(len(STREAMS))
     return {name: int(child.generate_state(1)[0]) for name, child in zip(STREAMS, children, strict=True)}
+
+
+def metric_seed(seed: int, name: str) -> int:
+    """The seed of metric ``name``: its STREAMS child, or for a metric not in STREAMS one drawn from
+    (seed, CRC-32 of the name), so adding a metric never moves another metric's seed."""
+    streams = metric_seeds(seed)
+    if name in streams:
+        return streams[name]
+    return int(np.random.SeedSequence([seed, zlib.crc32(name.encode())]).generate_state(1)[0])
 
 
 def cond_range(cond: np.ndarray) -> tuple[float, float]:
@@ -78,8 +90,8 @@ def separation_powers(specs: list[HistogramSpec], ref: Observables, gen: Observa
 def headline_separations(seps: Mapping[str, float]) -> dict[str, float]:
     """The summary and the separation powers of observables that are not one of a per-bin family.
 
-    Per-layer histograms (``E_layer_0`` ... ``E_layer_44``) are many; their mean stands for them in
-    in-training logs, while global observables such as ``E_ratio`` are kept individually.
+    Per-index histograms (``<family>_0`` ... ``<family>_44``) are many; their mean stands for them in
+    in-training logs, while global observables are kept individually.
     """
     return {k: v for k, v in seps.items()
             if not k.startswith("sep_") or FAMILY.match(k.removeprefix("sep_")) is None}
@@ -110,18 +122,20 @@ class Prepared:
     """One sample as the metrics see it: observables and classifier inputs.
 
     high_level: (N, F) the domain's high-level inputs (classifier, FPD, KPD, PRDC);
-    low_level: (N, D) the classifier's low-level inputs, or None where only cheap metrics run.
+    low_level: (N, D) the classifier's low-level inputs, or None where only cheap metrics run;
+    cond: (N, n_cond) the physical conditions (metrics that compare per condition, parameter recovery).
     """
 
     obs: Observables
     high_level: np.ndarray
     low_level: np.ndarray | None = None
+    cond: np.ndarray | None = None
 
     @classmethod
     def of(cls, domain: Domain, data: np.ndarray, cond: np.ndarray, *, low_level: bool) -> Prepared:
         obs = observables(domain, data, cond)
         return cls(obs, domain.high_level_inputs(obs.features),
-                   domain.low_level_inputs(data, cond) if low_level else None)
+                   domain.low_level_inputs(data, cond) if low_level else None, cond)
 
 
 def histogram_specs(domain: Domain, ref: Prepared, ref_cond: np.ndarray) -> list[HistogramSpec]:
@@ -129,48 +143,104 @@ def histogram_specs(domain: Domain, ref: Prepared, ref_cond: np.ndarray) -> list
     return domain.histogram_specs(ref.obs.features, ref.obs.flat)
 
 
-def compare(specs: list[HistogramSpec], ref: Prepared, other: Prepared, cfg: ValidateConfig, *,
-            classifier: bool = True, tick: Callable[[str], None] | None = None,
-            ) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+MetricResult = tuple[dict[str, float], dict[str, dict[str, Any]]]  # (values, details by name for the report)
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One entry of a domain's metric registry: ``compute(specs, ref, other, cfg, seed) -> (values, details)``.
+
+    ``values`` are flat name -> float (the report's columns, MLflow metrics); ``details`` name -> dict of
+    numbers for runs worth a table of their own (classifier trainings: AUC, epochs, optimiser steps).
+    """
+
+    name: str  # registry key and the name of the metric's seed stream (metric_seed)
+    label: str  # progress and timing label
+    headline: tuple[str, ...]  # values the report's summary lists, in order (others go to the full table)
+    source: str  # "protocol": defined by the domain's reference protocol (Domain.protocol); "ours": added here
+    in_training: bool  # cheap enough for the in-training validation
+    compute: Callable[[list[HistogramSpec], Prepared, Prepared, ValidateConfig, int], MetricResult]
+
+
+def _separation(specs: list[HistogramSpec], ref: Prepared, other: Prepared, cfg: ValidateConfig,
+                seed: int) -> MetricResult:
+    return separation_powers(specs, ref.obs, other.obs), {}
+
+
+def _classifier(level: str) -> Callable[[list[HistogramSpec], Prepared, Prepared, ValidateConfig, int],
+                                        MetricResult]:
+    def run(specs: list[HistogramSpec], ref: Prepared, other: Prepared, cfg: ValidateConfig,
+            seed: int) -> MetricResult:
+        x_ref, x_other = getattr(ref, level), getattr(other, level)
+        if x_ref is None or x_other is None:
+            raise ValueError(f"classifier on {level} inputs: a sample was prepared without them")
+        result = classifier_test(x_ref, x_other, hidden=cfg.classifier_hidden, epochs=cfg.classifier_epochs,
+                                 lr=cfg.classifier_lr, batch_size=cfg.classifier_batch,
+                                 min_steps_per_epoch=cfg.classifier_min_steps_per_epoch,
+                                 patience=cfg.classifier_patience, dtype=cfg.classifier_dtype, seed=seed)
+        return {f"auc_{level}": result["auc"], f"jsd_{level}": result["jsd"]}, {level: result}
+    return run
+
+
+def _fpd(specs: list[HistogramSpec], ref: Prepared, other: Prepared, cfg: ValidateConfig,
+         seed: int) -> MetricResult:
+    return fpd_x1e3(ref.high_level, other.high_level, min_samples=cfg.fpd_min_samples, num_batches=cfg.fpd_batches,
+                    seed=seed), {}
+
+
+def _kpd(specs: list[HistogramSpec], ref: Prepared, other: Prepared, cfg: ValidateConfig,
+         seed: int) -> MetricResult:
+    return kpd_x1e3(ref.high_level, other.high_level, num_batches=cfg.kpd_batches, batch_size=cfg.kpd_batch_size,
+                    seed=seed), {}
+
+
+def _prdc(specs: list[HistogramSpec], ref: Prepared, other: Prepared, cfg: ValidateConfig,
+          seed: int) -> MetricResult:
+    return prdc_metrics(ref.high_level, other.high_level, k=cfg.prdc_k, max_samples=cfg.prdc_max_samples,
+                        seed=seed), {}
+
+
+SEPARATION = Metric("separation", "separation powers", ("mean_separation_power", "max_separation_power"),
+                    "ours", True, _separation)
+CLASSIFIER_LOW_LEVEL = Metric("classifier_low_level", "classifier on low-level inputs",
+                              ("auc_low_level", "jsd_low_level"), "protocol", False, _classifier("low_level"))
+CLASSIFIER_HIGH_LEVEL = Metric("classifier_high_level", "classifier on high-level inputs",
+                               ("auc_high_level", "jsd_high_level"), "protocol", False, _classifier("high_level"))
+FPD = Metric("fpd", "FPD", ("fpd_x1e3", "fpd_x1e3_err"), "protocol", True, _fpd)
+KPD = Metric("kpd", "KPD", ("kpd_x1e3", "kpd_x1e3_err"), "protocol", True, _kpd)
+PRDC_METRIC = Metric("prdc", "precision, recall, density, coverage", PRDC, "ours", True, _prdc)
+# The metrics every domain gets unless it lists its own: separation powers of its histograms, the
+# classifier test on low- and high-level inputs, FPD and KPD (Kansal et al. 2023) and PRDC (Naeem et al.
+# 2020) on its high-level inputs.
+STANDARD_METRICS = (SEPARATION, CLASSIFIER_LOW_LEVEL, CLASSIFIER_HIGH_LEVEL, FPD, KPD, PRDC_METRIC)
+
+
+def headline_names(metrics: Sequence[Metric]) -> tuple[str, ...]:
+    """The summary metrics of a registry, in order."""
+    return tuple(name for metric in metrics for name in metric.headline)
+
+
+def compare(specs: list[HistogramSpec], ref: Prepared, other: Prepared, cfg: ValidateConfig,
+            metrics: Sequence[Metric] = STANDARD_METRICS, *, in_training_only: bool = False,
+            tick: Callable[[str], None] | None = None) -> tuple[dict[str, float], dict[str, dict[str, Any]]]:
     """Every metric of ``other`` against ``ref``: the one path for surrogate, floor and baselines alike.
 
-    Returns (metrics, classifier details by input level). The seeds derive from ``cfg.seed`` alone, so
-    every comparison against the same reference draws the same classifier initialisation, splits and
-    bootstrap indices: differences between the columns of a report come from the samples, not the seeds.
-    ``tick(label)`` is called after each expensive step (progress and timings).
+    Returns (values, details by name). The seeds derive from ``cfg.seed`` alone, so every comparison
+    against the same reference draws the same classifier initialisation, splits and bootstrap indices:
+    differences between the columns of a report come from the samples, not the seeds. ``tick(label)``
+    is called after each metric (progress and timings).
     """
-    def done(label: str) -> None:
+    values: dict[str, float] = {}
+    details: dict[str, dict[str, Any]] = {}
+    for metric in metrics:
+        if in_training_only and not metric.in_training:
+            continue
+        got, more = metric.compute(specs, ref, other, cfg, metric_seed(cfg.seed, metric.name))
+        values.update(got)
+        details.update(more)
         if tick is not None:
-            tick(label)
-
-    seeds = metric_seeds(cfg.seed)
-    metrics: dict[str, float] = separation_powers(specs, ref.obs, other.obs)
-    done("separation powers")
-    details: dict[str, dict[str, float]] = {}
-    if classifier:
-        levels = {"low_level": (ref.low_level, other.low_level), "high_level": (ref.high_level, other.high_level)}
-        for level, (x_ref, x_other) in levels.items():
-            if x_ref is None or x_other is None:
-                raise ValueError(f"classifier on {level} inputs: a sample was prepared without them")
-            result = classifier_test(x_ref, x_other, hidden=cfg.classifier_hidden, epochs=cfg.classifier_epochs,
-                                     lr=cfg.classifier_lr, batch_size=cfg.classifier_batch,
-                                     min_steps_per_epoch=cfg.classifier_min_steps_per_epoch,
-                                     patience=cfg.classifier_patience, dtype=cfg.classifier_dtype,
-                                     seed=seeds[f"classifier_{level}"])
-            details[level] = result
-            metrics[f"auc_{level}"] = result["auc"]
-            metrics[f"jsd_{level}"] = result["jsd"]
-            done(f"classifier on {level.replace('_', '-')} inputs")
-    metrics.update(fpd_x1e3(ref.high_level, other.high_level, min_samples=cfg.fpd_min_samples,
-                            num_batches=cfg.fpd_batches, seed=seeds["fpd"]))
-    done("FPD")
-    metrics.update(kpd_x1e3(ref.high_level, other.high_level, num_batches=cfg.kpd_batches,
-                            batch_size=cfg.kpd_batch_size, seed=seeds["kpd"]))
-    done("KPD")
-    metrics.update(prdc_metrics(ref.high_level, other.high_level, k=cfg.prdc_k, max_samples=cfg.prdc_max_samples,
-                                seed=seeds["prdc"]))
-    done("precision, recall, density, coverage")
-    return metrics, details
+            tick(metric.label)
+    return values, details
 
 
 def quick_metrics(domain: Domain, ref_data: np.ndarray, ref_cond: np.ndarray, gen_data: np.ndarray,
@@ -182,10 +252,11 @@ def quick_metrics(domain: Domain, ref_data: np.ndarray, ref_cond: np.ndarray, ge
     during training is computed exactly as :func:`surrogate.validation.validate_files` computes it.
     Returns ``mean_separation_power``, ``max_separation_power``, ``sep_<name>`` of the global
     observables (not the per-layer families), ``fpd_x1e3``, ``fpd_x1e3_err``, ``kpd_x1e3``,
-    ``kpd_x1e3_err``, ``precision``, ``recall``, ``density`` and ``coverage``: everything but the classifier.
+    ``kpd_x1e3_err``, ``precision``, ``recall``, ``density`` and ``coverage``: the domain's metrics marked
+    ``in_training`` (for the standard registry, everything but the classifiers).
     """
     ref = Prepared.of(domain, ref_data, ref_cond, low_level=False)
     gen = Prepared.of(domain, gen_data, gen_cond, low_level=False)
     specs = histogram_specs(domain, ref, ref_cond)
-    metrics, _ = compare(specs, ref, gen, cfg, classifier=False)
+    metrics, _ = compare(specs, ref, gen, cfg, domain.metrics, in_training_only=True)
     return headline_separations(metrics)

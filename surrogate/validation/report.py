@@ -1,9 +1,11 @@
 """Offline validation of a generated file against a reference file: metrics beside their floor, plots, verdict.
 
-The CaloChallenge protocol (DOMAINS.md section 1): separation power of every feature histogram, the
-classifier test on low- and high-level inputs, FPD and KPD (x 1e3) on max-abs-normalised high-level
-inputs; and ours: precision, recall, density and coverage (Naeem et al. 2020) on standardised
-high-level inputs, and the mean and maximum separation power.
+The metrics are the domain's registry (``Domain.metrics``; surrogate.validation.compute): for the
+standard registry, separation power of every feature histogram, the classifier test on low- and
+high-level inputs, FPD and KPD (x 1e3) on max-abs-normalised high-level inputs, precision, recall,
+density and coverage (Naeem et al. 2020) on standardised high-level inputs, and the mean and maximum
+separation power. Each is labelled with where its definition comes from: the domain's published
+protocol (``Domain.protocol``) or "ours".
 
 The floor. Every metric is computed twice at the same sample size: reference A against the generated
 sample (the surrogate's value), and reference A against reference B, an independent reference sample
@@ -48,11 +50,12 @@ from surrogate.metrics import fpd_sizes
 from surrogate.metrics.classifier import SPLIT
 from surrogate.validation import plots
 from surrogate.validation.compute import (
-    PRDC,
+    Metric,
     Observables,
     Prepared,
     compare,
     cond_range,
+    headline_names,
     headline_separations,
     histogram_specs,
     metric_seeds,
@@ -66,17 +69,18 @@ SURROGATE = "surrogate"
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")  # a baseline name: a prefix of MLflow metric names
 RESERVED = {FLOOR, SURROGATE, "generated", "reference", "reference_b"}
 MIN_EVENTS = 10  # per compared sample: the classifier's 60/20/20 split needs >= 2 events per part
-HEADLINE = ("auc_low_level", "jsd_low_level", "auc_high_level", "jsd_high_level", "fpd_x1e3", "fpd_x1e3_err",
-            "kpd_x1e3", "kpd_x1e3_err", "mean_separation_power", "max_separation_power", *PRDC)
-CHALLENGE = "CaloChallenge"
 OURS = "ours"
-# Where each summary metric's definition comes from; per-histogram separation powers carry their own
-# (HistogramSpec.source: "challenge" or "ours").
-SOURCE = {"auc_low_level": CHALLENGE, "jsd_low_level": CHALLENGE, "auc_high_level": CHALLENGE,
-          "jsd_high_level": CHALLENGE, "fpd_x1e3": CHALLENGE, "kpd_x1e3": CHALLENGE,
-          "mean_separation_power": OURS, "max_separation_power": OURS, "precision": OURS, "recall": OURS,
-          "density": OURS, "coverage": OURS}
 ERRORS = {"fpd_x1e3": "fpd_x1e3_err", "kpd_x1e3": "kpd_x1e3_err"}  # metrics reported with an error
+
+
+def sources(domain: Domain, metrics: Sequence[Metric], specs: Sequence[HistogramSpec]) -> dict[str, str]:
+    """Where each summary metric's and each histogram's definition comes from: the domain's protocol
+    (e.g. "CaloChallenge") or "ours" (Metric.source, HistogramSpec.source)."""
+    def label(source: str) -> str:
+        return domain.protocol if source == "protocol" else OURS if source == "ours" else source or "unlabelled"
+
+    return ({f"sep_{s.name}": label(s.source) for s in specs}
+            | {name: label(m.source) for m in metrics for name in m.headline if not name.endswith("_err")})
 
 
 @dataclass(frozen=True)
@@ -292,10 +296,10 @@ def validate_files(domain: Domain, generated_path: str | Path, reference_path: s
     n_ref = len(ref_a.high_level)
 
     # ---- every metric, for every column, against reference A ----
-    steps = tqdm(total=6 * len(columns) + 1, desc="validate", unit="step", file=sys.stderr,
+    steps = tqdm(total=len(domain.metrics) * len(columns) + 1, desc="validate", unit="step", file=sys.stderr,
                  disable=not progress)
     results: dict[str, dict[str, float]] = {}
-    classifier: dict[str, dict[str, dict[str, float]]] = {}
+    classifier: dict[str, dict[str, dict[str, Any]]] = {}
     for column, prepared in columns.items():
         clock = [time.perf_counter()]
 
@@ -306,7 +310,7 @@ def validate_files(domain: Domain, generated_path: str | Path, reference_path: s
             steps.set_postfix_str(f"{column}: {label}")
             steps.update()
 
-        results[column], classifier[column] = compare(specs, ref_a, prepared, cfg, tick=tick)
+        results[column], classifier[column] = compare(specs, ref_a, prepared, cfg, domain.metrics, tick=tick)
 
     t = time.perf_counter()
     plot_paths = plots.plot_histograms(specs, ref_a.obs, {k: v.obs for k, v in columns.items()}, results,
@@ -326,7 +330,8 @@ def validate_files(domain: Domain, generated_path: str | Path, reference_path: s
 
     checks = verdict(results[SURROGATE], results[FLOOR], cfg.thresholds)
     failures = [c.reason for c in checks if not c.passed]
-    ordered = {name: _ordered(values) for name, values in results.items()}
+    headline = headline_names(domain.metrics)
+    ordered = {name: _ordered(values, headline) for name, values in results.items()}
     sizes = fpd_sizes(n_ref, n, min_samples=cfg.fpd_min_samples)
     inputs = {
         role: {"path": str(sample.path), "n_events": len(sample.cond), "cond_range": cond_range(sample.cond),
@@ -339,7 +344,7 @@ def validate_files(domain: Domain, generated_path: str | Path, reference_path: s
         "fpd_bootstrap_sizes": [int(sizes[0]), int(sizes[-1])],
         "kpd_batch_size": min(cfg.kpd_batch_size, n_ref, n),
     }
-    sources = {f"sep_{s.name}": _source(s) for s in specs} | SOURCE
+    labels = sources(domain, domain.metrics, specs)
     metrics_path = out_dir / METRICS
     metrics_path.write_text(json.dumps({
         "passed": not failures, "failures": failures,
@@ -347,13 +352,13 @@ def validate_files(domain: Domain, generated_path: str | Path, reference_path: s
                      "bound": c.bound, "rule": c.rule, "passed": c.passed, "reason": c.reason} for c in checks],
         "metrics": ordered[SURROGATE], "floor": ordered[FLOOR],
         "baselines": {name: ordered[name] for name in baselines},
-        "sources": sources,
+        "sources": labels,
         "thresholds": config_to_dict(cfg.thresholds), "classifier": classifier, "comparison": comparison,
         "inputs": inputs, "observables": [p.name for p in nc_paths], "config": config_to_dict(cfg),
         "seconds": timings,
     }, indent=2, allow_nan=True))
     report_path = out_dir / REPORT
-    report_path.write_text(_html(domain, ordered, checks, cfg, inputs, classifier, comparison, sources,
+    report_path.write_text(_html(domain, ordered, checks, cfg, inputs, classifier, comparison, labels,
                                  plot_paths, nc_paths))
     return ValidationReport(metrics=ordered[SURROGATE], floor=ordered[FLOOR],
                             baselines={name: ordered[name] for name in baselines}, checks=tuple(checks),
@@ -362,14 +367,8 @@ def validate_files(domain: Domain, generated_path: str | Path, reference_path: s
                             out_dir=out_dir)
 
 
-def _ordered(metrics: Mapping[str, float]) -> dict[str, float]:
-    return {k: metrics[k] for k in HEADLINE if k in metrics} | {k: v for k, v in metrics.items() if k not in HEADLINE}
-
-
-def _source(spec: HistogramSpec) -> str:
-    """The label of a histogram's definition; HistogramSpec.source where the domain sets it."""
-    source = getattr(spec, "source", None)
-    return {"challenge": CHALLENGE, "ours": OURS}.get(str(source), str(source) if source else "unlabelled")
+def _ordered(metrics: Mapping[str, float], headline: Sequence[str]) -> dict[str, float]:
+    return {k: metrics[k] for k in headline if k in metrics} | {k: v for k, v in metrics.items() if k not in headline}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -420,7 +419,7 @@ def optimiser_steps(result: Mapping[str, float], cfg: ValidateConfig) -> tuple[s
 
 
 def _html(domain: Domain, columns: dict[str, dict[str, float]], checks: list[Check], cfg: ValidateConfig,
-          inputs: dict[str, Any], classifier: dict[str, dict[str, dict[str, float]]], comparison: dict[str, Any],
+          inputs: dict[str, Any], classifier: dict[str, dict[str, dict[str, Any]]], comparison: dict[str, Any],
           sources: dict[str, str], plot_paths: list[Path], nc_paths: tuple[Path, ...]) -> str:
     names = list(columns)  # floor, surrogate, baselines...
     by_metric = {c.metric: c for c in checks}
@@ -428,7 +427,7 @@ def _html(domain: Domain, columns: dict[str, dict[str, float]], checks: list[Che
     verdict_html = (f'<p class="{"pass" if passed else "fail"}">{"PASS" if passed else "FAIL"}</p><ul>'
                     + "".join(f'<li class="{"ok" if c.passed else "bad"}">{"pass" if c.passed else "FAIL"}: '
                               f"{html.escape(c.reason)}</li>" for c in checks) + "</ul>")
-    headline = [k for k in HEADLINE if not k.endswith("_err")]
+    headline = [k for k in headline_names(domain.metrics) if not k.endswith("_err")]
     globals_ = [k for k in headline_separations(columns[SURROGATE]) if k.startswith("sep_")]
     summary = []
     for name in headline + globals_:
@@ -486,10 +485,8 @@ reference A: what a perfect surrogate scores at this statistics ({html.escape(co
 max-abs-normalised high-level inputs. Separation power: 0 identical, 1 disjoint histograms.
 Precision (fidelity) and recall (diversity), density and coverage (Naeem et al. 2020, k nearest
 neighbours on standardised high-level inputs): 1 where the samples cover each other's manifolds; a
-surrogate that drops modes loses recall and coverage (the challenge's evaluate.py has a prdc mode on
-log10 voxel energies, not part of its published results; ours runs on the high-level features).
-<b>definition</b>: "{CHALLENGE}" metrics are the challenge's (code/evaluate.py), "{OURS}" are added by
-this project and have no published counterpart.
+surrogate that drops modes loses recall and coverage.
+<b>definition</b>: {html.escape(domain.protocol_note)}
 Settings: {html.escape(settings)}.</p>
 <h2>Classifier test</h2>
 {_table(cls_rows, ("column", "inputs", "AUC", "JSD", "AUC (uncalibrated)", "accuracy", "best epoch",

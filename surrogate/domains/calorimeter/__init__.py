@@ -17,6 +17,7 @@ from surrogate.domains.base import Condition, FeatureFamily, FeatureLayout, Hist
 from surrogate.domains.calorimeter import schema
 from surrogate.domains.calorimeter.transform import TRANSFORMS, LogRatioTransform
 from surrogate.errors import InputError, SurrogateError
+from surrogate.validation.compute import STANDARD_METRICS
 
 __all__ = ["DOMAIN", "TRANSFORMS", "Calorimeter", "SimulateConfig"]
 
@@ -69,6 +70,14 @@ class Calorimeter:
                       "dataset-2 files. The reference file's attributes below say what it is.")
     transform = "log_ratio"
     events_file = "showers.h5"
+    protocol = "CaloChallenge"
+    protocol_note = (
+        'Metrics marked "CaloChallenge" follow the challenge\'s code/evaluate.py (features, binning, readout '
+        "threshold, the classifier test, FPD and KPD x 1e3 on max-abs-normalised high-level "
+        'features); "ours" are added by this project and have no published counterpart. The challenge\'s '
+        "evaluate.py has a prdc mode on log10 voxel energies, not part of its published results; our "
+        "precision, recall, density and coverage run on the high-level features.")
+    metrics = STANDARD_METRICS
 
     def __init__(self, geometry: schema.Geometry | None = None) -> None:
         self.geometry = geometry or schema.dataset2_geometry()

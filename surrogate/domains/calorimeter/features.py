@@ -176,7 +176,7 @@ def histogram_specs(geometry: Geometry, features: Mapping[str, np.ndarray],
     reference: E_layer_l has 40 log-spaced edges from the readout threshold to the reference's largest
     energy in layer l, voxel energies 50 edges up to its largest voxel.
 
-    ``source="challenge"``: scored by evaluate.py's ``hist`` mode for dataset 2: E_tot/E_inc, E_layer,
+    ``source="protocol"``: scored by evaluate.py's ``hist`` mode for dataset 2: E_tot/E_inc, E_layer,
     x/y centres ("EC Eta/Phi"), x/y widths ("Width Eta/Phi"), the voxel-energy distribution.
     ``source="ours"``: r centre and width and sparsity per layer, which the challenge computes but does
     not score for dataset 2; their bin edges are those of its (unused) plot_ECR, plot_ECWidthR and
@@ -189,24 +189,24 @@ def histogram_specs(geometry: Geometry, features: Mapping[str, np.ndarray],
     sparsity = np.linspace(0.0, 1.0, 21)
     specs = [
         HistogramSpec("E_ratio", r"$E_\mathrm{tot} / E_\mathrm{inc}$", np.linspace(*E_RATIO_RANGE, 101),
-                      source="challenge"),
+                      source="protocol"),
         HistogramSpec("voxel_energy", "voxel energy [MeV]", _log_edges(flat["voxel_energy"], N_LOG_EDGES_VOXEL),
-                      log_x=True, source="challenge"),
+                      log_x=True, source="protocol"),
     ]
     for layer in range(geometry.n_layers):
         e_layer = _log_edges(features[f"E_layer_{layer}"], N_LOG_EDGES_LAYER)
         specs += [
             HistogramSpec(f"E_layer_{layer}", f"energy in layer {layer} [MeV]", e_layer, log_x=True,
-                          source="challenge"),
+                          source="protocol"),
             HistogramSpec(f"center_x_{layer}", f"x centre (EC Eta), layer {layer} [mm]", centres,
-                          source="challenge"),
+                          source="protocol"),
             HistogramSpec(f"center_y_{layer}", f"y centre (EC Phi), layer {layer} [mm]", centres,
-                          source="challenge"),
+                          source="protocol"),
             HistogramSpec(f"center_r_{layer}", f"r centre, layer {layer} [mm]", centres_r, source="ours"),
             HistogramSpec(f"width_x_{layer}", f"x width (Width Eta), layer {layer} [mm]", widths,
-                          source="challenge"),
+                          source="protocol"),
             HistogramSpec(f"width_y_{layer}", f"y width (Width Phi), layer {layer} [mm]", widths,
-                          source="challenge"),
+                          source="protocol"),
             HistogramSpec(f"width_r_{layer}", f"r width, layer {layer} [mm]", widths_r, source="ours"),
             HistogramSpec(f"sparsity_{layer}", f"sparsity, layer {layer}", sparsity, source="ours"),
         ]
