@@ -1,9 +1,11 @@
 """Classical (pre-machine-learning) fast simulations, fitted to the reference and sampled beside the GAN.
 
-A baseline is registered here by name with the domain it models. ``generate`` fits each configured
-baseline (``generate.baselines``) on the prepared store's training split and writes
-``generate/baseline_<name>.h5`` for the same conditions as the GAN, plus its fitted parameters as
-``baseline_<name>.json``, which :func:`surrogate.load` (or :func:`load`) turns back into a sampler.
+A baseline is a module in this package that defines ``SPEC`` (a :class:`BaselineSpec`: its name, the
+domain it models, its class and file format); the registry is every such module, so this file names
+none. ``generate`` fits each configured baseline (``generate.baselines``) on the prepared store's
+training split and writes ``generate/baseline_<name>.h5`` for the same conditions as the GAN, plus its
+fitted parameters as ``baseline_<name>.json``, which :func:`surrogate.load` (or :func:`load`) turns back
+into a sampler.
 
 Every baseline object offers what :class:`surrogate.generation.Surrogate` offers: ``generate(cond, seed=)``
 and ``iter_generate(cond, seed=, batch_size=)`` in physical units, plus ``save(path)`` and ``attrs()``
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import pkgutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,20 +52,26 @@ class BaselineSpec:
         return getattr(importlib.import_module(self.module), self.cls)
 
 
-BASELINES = {
-    "gflash": BaselineSpec("gflash", "calorimeter", "surrogate.baselines.gflash", "GFlash", "surrogate-gflash-v1"),
-}
+def registry() -> dict[str, BaselineSpec]:
+    """name -> spec of every module in this package that defines ``SPEC``."""
+    specs = {}
+    for info in pkgutil.iter_modules(__path__):
+        spec = getattr(importlib.import_module(f"{__name__}.{info.name}"), "SPEC", None)
+        if isinstance(spec, BaselineSpec):
+            specs[spec.name] = spec
+    return specs
 
 
 def available() -> tuple[str, ...]:
-    return tuple(sorted(BASELINES))
+    return tuple(sorted(registry()))
 
 
 def get_baseline(name: str, domain: str | None = None) -> BaselineSpec:
     """The registered baseline ``name``; ConfigError if unknown or made for another domain."""
-    if name not in BASELINES:
+    specs = registry()
+    if name not in specs:
         raise ConfigError(f"generate.baselines: unknown baseline {name!r} (available: {', '.join(available())})")
-    spec = BASELINES[name]
+    spec = specs[name]
     if domain is not None and spec.domain != domain:
         raise ConfigError(f"generate.baselines: {name} models the {spec.domain} domain, not {domain}")
     return spec
@@ -82,12 +91,13 @@ def load(path: str | Path) -> Baseline:
         raise InputError(path, None, f"cannot read baseline parameters ({exc.strerror})") from None
     except (ValueError, AttributeError):
         raise InputError(path, None, "not valid JSON baseline parameters") from None
-    for spec in BASELINES.values():
+    specs = registry().values()
+    for spec in specs:
         if spec.format == fmt:
             model: Baseline = spec.model_class().load(path)
             return model
     raise InputError(path, "format", f"{fmt!r} is no baseline's format "
-                     f"(known: {', '.join(s.format for s in BASELINES.values())})")
+                     f"(known: {', '.join(s.format for s in specs)})")
 
 
 def iter_store_split(store_dir: Path, split: str = "train",

@@ -47,6 +47,7 @@ from typing import Any
 
 import numpy as np
 
+from surrogate.baselines import BaselineSpec
 from surrogate.domains.calorimeter.schema import THRESHOLD_MEV, Geometry, dataset2_geometry
 
 FORMAT = "surrogate-gflash-v1"
@@ -822,3 +823,6 @@ class GFlash:
         """(N, n_voxels) float32 MeV, CaloChallenge order, threshold applied, for energies (N,) or (N, 1) MeV."""
         blocks = [b for b, _ in self.iter_generate(cond, seed=seed, batch_size=batch_size)]
         return np.concatenate(blocks) if blocks else np.zeros((0, self.geometry.n_voxels), np.float32)
+
+
+SPEC = BaselineSpec("gflash", "calorimeter", __name__, "GFlash", FORMAT)  # the baselines registry's entry

@@ -67,9 +67,10 @@ class HistogramSpec:
 class FeatureFamily:
     """How the per-event features ``<name>_<index>`` of one family are labelled as an array."""
 
-    dim: str  # name of the index's dimension, e.g. "layer" or "r_bin"
-    units: str  # units of the values ("MeV", "mm", "1" for dimensionless)
+    dim: str  # name of the index's dimension, e.g. "radius_bin"
+    units: str  # units of the values ("mm", "1" for dimensionless)
     description: str = ""  # one line for the array's long_name
+    log_scale: bool = False  # its mean profile spans decades: plot it on a log axis
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from surrogate.domains.base import HistogramSpec
+from surrogate.domains.base import FeatureLayout, HistogramSpec
 from surrogate.validation.compute import FAMILY, Observables
 
 REF_STYLE = {"linewidth": 2.5, "alpha": 0.5, "color": "tab:blue", "label": "reference A"}
@@ -24,7 +24,7 @@ BASELINE_COLOURS = ("tab:green", "tab:purple", "tab:orange", "tab:brown", "tab:p
 DPI = 80
 COLUMNS = 5  # panels per row of a family grid
 # Histogram thumbnails per family (evenly spaced members, first and last included): drawing costs ~20 ms
-# per panel, so all 8 x 45 calorimeter families would take ~8 s; every member's separation power is in
+# per panel, so 8 families of 45 members would take ~8 s; every member's separation power is in
 # the separation-power figure and the report's table.
 THUMBNAILS = 10
 
@@ -93,7 +93,7 @@ def _histogram(ax: Any, spec: HistogramSpec, ref: np.ndarray, others: list[tuple
 
 
 def plot_histograms(specs: list[HistogramSpec], ref: Observables, columns: dict[str, Observables],
-                    seps: dict[str, dict[str, float]], out_dir: Path) -> list[Path]:
+                    seps: dict[str, dict[str, float]], out_dir: Path, layout: FeatureLayout) -> list[Path]:
     """One figure of all global observables, and one grid per family (``name_<index>``) of histograms.
 
     ref: reference A; columns: the report's columns (``floor``, ``surrogate``, baselines by name), each
@@ -133,12 +133,18 @@ def plot_histograms(specs: list[HistogramSpec], ref: Observables, columns: dict[
                      f"{mean_sep:.3f}; blue: reference A; {legend}", fontsize=9)
         paths.append(_save(fig, out_dir / f"{family}.png"))
     if families:
-        paths.append(_plot_family_separations(families, seps, out_dir))
+        paths.append(_plot_family_separations(families, seps, out_dir, layout))
     return paths
 
 
+def _dims(families: Any, layout: FeatureLayout) -> str:
+    """The index dimensions of these families, as the domain names them (e.g. "layer or r_bin")."""
+    dims = sorted({layout.families[f].dim if f in layout.families else "index" for f in families})
+    return " or ".join(dims)
+
+
 def _plot_family_separations(families: dict[str, list[tuple[int, HistogramSpec]]],
-                             seps: dict[str, dict[str, float]], out_dir: Path) -> Path:
+                             seps: dict[str, dict[str, float]], out_dir: Path, layout: FeatureLayout) -> Path:
     """Separation power of every member of every family against its index: surrogate solid, floor dotted."""
     fig, axes = _figure(1, 1, (9.0, 4.0), small=False)
     ax = axes[0]
@@ -149,18 +155,18 @@ def _plot_family_separations(families: dict[str, list[tuple[int, HistogramSpec]]
         if "floor" in seps:
             ax.plot(index, [seps["floor"][f"sep_{spec.name}"] for _, spec in members], linestyle=":",
                     color=line.get_color(), linewidth=1)
-    ax.set_xlabel("index (layer)")
+    ax.set_xlabel(f"index ({_dims(families, layout)})")
     ax.set_ylabel("separation power")
     ax.set_title("separation power of every per-index histogram: surrogate (solid), floor (dotted)")
     ax.legend(fontsize=8, ncols=2)
     return _save(fig, out_dir / "separation_powers.png")
 
 
-def plot_profiles(ref: Observables, columns: dict[str, Observables], out_dir: Path) -> Path:
+def plot_profiles(ref: Observables, columns: dict[str, Observables], out_dir: Path, layout: FeatureLayout) -> Path:
     """Mean of every feature family (``name_<index>``) against its index, reference A and every column.
 
-    For the calorimeter: the longitudinal profile (mean E_layer), the radial profile (mean E_radial)
-    and the mean centres, widths and sparsity per layer. Error bars: standard error of the mean.
+    Axes are labelled with the family's dimension and units (``layout``), on a log scale where the
+    domain says its profile spans decades. Error bars: standard error of the mean.
     """
     style = styles(list(columns))
     families: dict[str, list[tuple[int, str]]] = defaultdict(list)
@@ -178,10 +184,11 @@ def plot_profiles(ref: Observables, columns: dict[str, Observables], out_dir: Pa
             sem = values.std(axis=0) / math.sqrt(max(len(values), 1))
             ax.errorbar(index, values.mean(axis=0), yerr=sem, color=st["color"], marker=marker,
                         markersize=2.5, linewidth=1, linestyle=st.get("linestyle", "-"), label=st["label"])
-        if family.startswith("E_"):
+        spec = layout.families.get(family)
+        if spec is not None and spec.log_scale:
             ax.set_yscale("log")
-        ax.set_title(f"mean {family}", fontsize=10)
-        ax.set_xlabel("index (layer or radial bin)")
+        ax.set_title(f"mean {family}" + (f" [{spec.units}]" if spec is not None else ""), fontsize=10)
+        ax.set_xlabel(spec.dim if spec is not None else "index")
         ax.legend(fontsize=7)
     return _save(fig, out_dir / "profiles.png")
 

@@ -313,12 +313,12 @@ def validate_files(domain: Domain, generated_path: str | Path, reference_path: s
         results[column], classifier[column] = compare(specs, ref_a, prepared, cfg, domain.metrics, tick=tick)
 
     t = time.perf_counter()
+    layout = domain.feature_layout()
     plot_paths = plots.plot_histograms(specs, ref_a.obs, {k: v.obs for k, v in columns.items()}, results,
-                                       out_dir)
-    plot_paths.append(plots.plot_profiles(ref_a.obs, {k: v.obs for k, v in columns.items()}, out_dir))
+                                       out_dir, layout)
+    plot_paths.append(plots.plot_profiles(ref_a.obs, {k: v.obs for k, v in columns.items()}, out_dir, layout))
     timings["plots"] = time.perf_counter() - t
     t = time.perf_counter()
-    layout = domain.feature_layout()
     nc_paths = tuple(
         save_observables(out_dir / f"observables_{role}.nc", sample.features, layout,
                          {"sample": role, "file": str(sample.path), "n_events": len(sample.cond),

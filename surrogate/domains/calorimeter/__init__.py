@@ -229,8 +229,11 @@ class Calorimeter:
                      "center_r": ("mm", "energy-weighted mean r"), "width_x": ("mm", "energy-weighted std of x"),
                      "width_y": ("mm", "energy-weighted std of y"), "width_r": ("mm", "energy-weighted std of r"),
                      "sparsity": ("1", "fraction of the layer's voxels at exactly 0")}
-        families = {name: FeatureFamily("layer", units, text) for name, (units, text) in per_layer.items()}
-        families["E_radial"] = FeatureFamily("r_bin", "MeV", "energy in the radial bin, summed over layers and angles")
+        # energies span decades along the shower (and to its tail): log axes for their profiles
+        families = {name: FeatureFamily("layer", units, text, log_scale=units == "MeV")
+                    for name, (units, text) in per_layer.items()}
+        families["E_radial"] = FeatureFamily("r_bin", "MeV", "energy in the radial bin, summed over layers and angles",
+                                             log_scale=True)
         edges = np.asarray(self.geometry.r_edges_mm, dtype=np.float64)
         return FeatureLayout(
             families=families,
