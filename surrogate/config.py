@@ -209,9 +209,14 @@ class Limit:
 
 @dataclass(frozen=True)
 class Thresholds:
-    """A model passes validation when every metric is at or below its limit (field name = metric name)."""
+    """A model passes validation when every metric is at or below its limit (field name = metric name).
 
-    auc_low_level: Limit = Limit(0.99)  # classifier AUC on voxels (0.5 = indistinguishable)
+    These are the limits on the standard metric registry (surrogate.validation.compute.STANDARD_METRICS);
+    a domain with metrics of its own declares its own thresholds dataclass (``Domain.Thresholds``) in
+    the same form, and ``validate.thresholds`` is built from it.
+    """
+
+    auc_low_level: Limit = Limit(0.99)  # classifier AUC on low-level inputs (0.5 = indistinguishable)
     auc_high_level: Limit = Limit(0.99)  # classifier AUC on high-level features
     fpd_x1e3: Limit = Limit(3.0, of_floor=True)  # Frechet physics distance x 1e3
     kpd_x1e3: Limit = Limit(3.0, of_floor=True)  # kernel physics distance x 1e3
@@ -255,7 +260,7 @@ class ValidateConfig:
     kpd_batch_size: int = 10000  # KPD: events per batch (capped by N)
     prdc_k: int = 5  # nearest neighbours defining the manifolds of precision/recall/density/coverage
     prdc_max_samples: int = 10000  # events per sample in precision/recall/density/coverage (cost ~N^2)
-    thresholds: Thresholds = field(default_factory=Thresholds)  # pass/fail verdict
+    thresholds: Any = field(default_factory=Thresholds)  # pass/fail verdict: the domain's Thresholds dataclass
     seed: int = 0  # seeds the floor's split, subsampling, classifier initialisation and metric bootstraps
 
     RANGES: ClassVar[dict[str, Range]] = {
@@ -279,7 +284,7 @@ class TrackingConfig:
 
 @dataclass(frozen=True)
 class Config:
-    domain: str = "calorimeter"  # physics domain module in surrogate.domains
+    domain: str = ""  # physics domain module in surrogate.domains (required: configs/<domain>/*.yaml set it)
     simulate: Any = None  # the domain's simulate dataclass (filled in by load_config)
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -429,16 +434,33 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
 def config_from_dict(tree: dict[str, Any], get_domain: Any = None) -> Config:
     if get_domain is None:
         from surrogate.domains import get_domain
+    from surrogate.domains import available
+
     tree = dict(tree)
-    domain_name = tree.get("domain", Config.domain)
+    domain_name = tree.get("domain")
+    if domain_name is None or domain_name == "":
+        raise ConfigError(f"domain: missing; expected one of {', '.join(available())} (set `domain:` in the "
+                          "config file or --set domain=<name>)")
     if not isinstance(domain_name, str):
         raise ConfigError(f"domain: expected a string, got {domain_name!r}")
     domain = get_domain(domain_name)
     simulate = tree.pop("simulate", None) or {}
     if not isinstance(simulate, dict):
         raise ConfigError(f"simulate: expected a mapping, got {simulate!r}")
+    # The thresholds are the domain's (its metrics'), like the simulate section.
+    validate = tree.get("validate")
+    thresholds: Any = {}
+    if isinstance(validate, dict) and "thresholds" in validate:
+        validate = dict(validate)
+        thresholds = validate.pop("thresholds") or {}
+        tree["validate"] = validate
+    if not isinstance(thresholds, dict):
+        raise ConfigError(f"validate.thresholds: expected a mapping, got {thresholds!r}")
     cfg = _build(Config, tree, "")
-    return dataclasses.replace(cfg, simulate=_build(domain.SimulateConfig, simulate, "simulate"))
+    return dataclasses.replace(
+        cfg, simulate=_build(domain.SimulateConfig, simulate, "simulate"),
+        validate=dataclasses.replace(cfg.validate,
+                                     thresholds=_build(domain.Thresholds, thresholds, "validate.thresholds")))
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:

@@ -17,7 +17,7 @@ def test_every_shipped_config_loads(path: Path) -> None:
 
 
 def test_overrides_are_typed_and_nested(tmp_path: Path) -> None:
-    cfg = load_config(None, ["train.steps=7", "train.lr_g=3e-4", "prepare.inputs=[a.h5, b.h5]",
+    cfg = load_config(None, ["domain=calorimeter", "train.steps=7", "train.lr_g=3e-4", "prepare.inputs=[a.h5, b.h5]",
                              "validate.thresholds.fpd_x1e3=2", "simulate.n_events=5"])
     assert cfg.train.steps == 7
     assert cfg.train.lr_g == pytest.approx(3e-4)
@@ -27,8 +27,8 @@ def test_overrides_are_typed_and_nested(tmp_path: Path) -> None:
 
 
 def test_limits_are_absolute_numbers_or_floor_multiples() -> None:
-    cfg = load_config(None, ["validate.thresholds.auc_low_level=0.85", "validate.thresholds.fpd_x1e3=3x floor",
-                             "validate.thresholds.kpd_x1e3=2.5 * floor"])
+    cfg = load_config(None, ["domain=calorimeter", "validate.thresholds.auc_low_level=0.85",
+                             "validate.thresholds.fpd_x1e3=3x floor", "validate.thresholds.kpd_x1e3=2.5 * floor"])
     limits = cfg.validate.thresholds
     assert limits.auc_low_level == Limit(0.85) and limits.auc_low_level.bound(floor=0.5) == 0.85
     assert limits.fpd_x1e3 == Limit(3.0, of_floor=True) and limits.fpd_x1e3.bound(floor=40.0) == 120.0
@@ -40,7 +40,7 @@ def test_limits_are_absolute_numbers_or_floor_multiples() -> None:
 def test_round_trip_through_plain_dict() -> None:
     from surrogate.config import config_from_dict
 
-    cfg = load_config(None, ["train.steps=11", "prepare.inputs=[x.h5]"])
+    cfg = load_config(None, ["domain=calorimeter", "train.steps=11", "prepare.inputs=[x.h5]"])
     assert config_from_dict(config_to_dict(cfg)) == cfg
 
 
@@ -59,6 +59,7 @@ def test_round_trip_through_plain_dict() -> None:
     ("validate.classifier_dtype=half", "validate.classifier_dtype: expected one of float32, float64"),
     ("validate.classifier_patience=-1", "validate.classifier_patience: expected a number >= 0, got -1"),
     ("domain=lensing_nonexistent", "domain: unknown domain"),
+    ("domain=", "domain: missing; expected one of calorimeter"),
     ("train=3", "train: expected a mapping"),
     ("novalue", "expected key=value"),
     ("generate.baselines=[geant3]", "generate.baselines: unknown baseline 'geant3' (available: gflash)"),
@@ -73,7 +74,7 @@ def test_round_trip_through_plain_dict() -> None:
 ])
 def test_bad_values_name_the_key(override: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        load_config(None, [override])
+        load_config(None, ["domain=calorimeter", override])
 
 
 def test_file_errors_name_the_file(tmp_path: Path) -> None:
@@ -86,22 +87,20 @@ def test_file_errors_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"list\.yaml: expected a mapping"):
         load_config(listy)
     unknown = tmp_path / "unknown.yaml"
-    unknown.write_text("train:\n  hidden: 3\n")
+    unknown.write_text("domain: calorimeter\ntrain:\n  hidden: 3\n")
     with pytest.raises(ConfigError, match=r"unknown.yaml: train.hidden: unknown config key"):
         load_config(unknown)
 
 
 def _sections() -> list[tuple[str, type]]:
-    import dataclasses
 
     from surrogate import config
     from surrogate.domains import available, get_domain
 
     found = [("prepare", config.PrepareConfig), ("train", config.TrainConfig),
              ("generate", config.GenerateConfig), ("validate", config.ValidateConfig)]
-    found += [(f"validate.{f.name}", f.type if isinstance(f.type, type) else getattr(config, str(f.type)))
-              for f in dataclasses.fields(config.ValidateConfig) if f.name == "thresholds"]
     found += [(f"simulate ({name})", get_domain(name).SimulateConfig) for name in available()]
+    found += [(f"validate.thresholds ({name})", get_domain(name).Thresholds) for name in available()]
     return found
 
 
@@ -136,5 +135,5 @@ def test_every_numeric_setting_declares_its_range(section: str, cls: type) -> No
 ])
 def test_out_of_range_values_fail_at_load_time(override: str, message: str) -> None:
     with pytest.raises(ConfigError) as info:
-        load_config(None, [override])
+        load_config(None, ["domain=calorimeter", override])
     assert str(info.value) == message or str(info.value).startswith(message), str(info.value)

@@ -90,6 +90,7 @@ class FeatureLayout:
 class Domain(Protocol):
     name: str
     SimulateConfig: type  # dataclass of the reference simulator's settings
+    Thresholds: type  # dataclass of the verdict's limits, one Limit per metric (config.Thresholds's form)
     events_file: str  # name of the file ``simulate`` writes in the run folder's simulate/ stage folder
     conditions: tuple[Condition, ...]  # the condition columns, in order (n_cond of them)
     default_model: str  # name in surrogate.models' registry

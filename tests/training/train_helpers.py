@@ -75,4 +75,4 @@ def tiny_config(**train: object) -> Config:
             "checkpoint_every": 5, "validate_every": 0, "log_every": 5, "num_threads": 1,
             "physics_critic": False}
     base.update(train)
-    return dataclasses.replace(Config(), train=TrainConfig(**base))  # type: ignore[arg-type]
+    return dataclasses.replace(Config(domain="calorimeter"), train=TrainConfig(**base))  # type: ignore[arg-type]

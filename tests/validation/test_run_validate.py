@@ -36,7 +36,7 @@ def filled_run(run_dir: Path) -> Path:
 
 
 def test_defaults_pick_the_validation_split_and_every_baseline_file(filled_run: Path, tmp_path: Path) -> None:
-    gen, ref, ref_b, baselines = validate_inputs(Config(), filled_run)
+    gen, ref, ref_b, baselines = validate_inputs(Config(domain="calorimeter"), filled_run)
     assert gen == filled_run / "generate/generated.h5" and ref == filled_run / "prepare/reference_test.h5"
     assert ref_b == filled_run / "prepare/reference_val.h5"
     assert baselines == {"gflash": filled_run / "generate/baseline_gflash.h5"}
@@ -64,7 +64,7 @@ def test_stage_logs_floor_and_baselines_to_mlflow(filled_run: Path) -> None:
 
     vcfg = ValidateConfig(classifier_hidden=32, classifier_epochs=3, classifier_batch=50, fpd_min_samples=10000,
                           fpd_batches=3, kpd_batches=3)
-    cfg = dataclasses.replace(Config(), validate=vcfg)
+    cfg = dataclasses.replace(Config(domain="calorimeter"), validate=vcfg)
     tracker = open_tracker(cfg, filled_run)
     result = run_validate(cfg, filled_run, tracker=tracker, progress=False)
     out = filled_run / "validate"

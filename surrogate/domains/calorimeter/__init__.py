@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from surrogate.config import FRACTION, POSITIVE, SEED, ConfigError, Range, check_ranges
+from surrogate.config import FRACTION, POSITIVE, SEED, ConfigError, Range, Thresholds, check_ranges
 from surrogate.domains.base import Condition, FeatureFamily, FeatureLayout, HistogramSpec, LazyEvents
 from surrogate.domains.calorimeter import schema
 from surrogate.domains.calorimeter.transform import TRANSFORMS, LogRatioTransform
@@ -63,6 +63,7 @@ Geant4Settings = SimulateConfig  # the module-level name, for annotations inside
 class Calorimeter:
     name = "calorimeter"
     SimulateConfig = SimulateConfig
+    Thresholds = Thresholds  # the standard metrics' limits
     default_model = "calo_mlp"
     reference_note = ("The built-in reference is Geant4 11.4 (geant4-pybind) with a data-free electromagnetic "
                       "physics list (no Seltzer-Berger bremsstrahlung tables, no Livermore photoelectric, "
