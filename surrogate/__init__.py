@@ -4,7 +4,8 @@ Public API::
 
     import surrogate
     sim = surrogate.load("runs/quickstart/train/checkpoints/last.pt")
-    showers_mev = sim.generate(e_inc_mev)          # (N, 6480) CaloChallenge layout, MeV
+    events = sim.generate(conditions)   # conditions (N, n_cond) in the domain's units -> (N, n_features),
+                                        # the reference simulator's layout and units
 
 Nothing heavy is imported here: torch and mlflow load only when used.
 """
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 def load(checkpoint: str | Path, *, device: str = "auto", use_ema: bool = True) -> Surrogate | Baseline:
     """Load a trained surrogate from a training checkpoint (``.pt``) for use in analysis code.
 
-    A ``.json`` file written by ``generate`` for a classical baseline (``generate/baseline_gflash.json``)
+    A ``.json`` file written by ``generate`` for a classical baseline (``generate/baseline_<name>.json``)
     loads that baseline instead; it samples through the same ``generate(cond, seed=)``.
     """
     from pathlib import Path

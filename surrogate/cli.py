@@ -18,16 +18,16 @@ if TYPE_CHECKING:
     from surrogate.config import Config
 
 EXAMPLES = """\
-examples:
-  surrogate run configs/calorimeter/quickstart.yaml
-      every stage, Geant4 reference to validation report, in a new folder under runs/
-  surrogate run configs/calorimeter/quickstart.yaml --out runs/mine --set train.loss=hinge
-  surrogate simulate configs/calorimeter/quickstart.yaml --out runs/mine --set simulate.n_events=500
-  surrogate prepare configs/calorimeter/prepare.yaml --out runs/ds2 --set 'prepare.inputs=[dataset_2_1.hdf5]'
-  surrogate train configs/calorimeter/train.yaml --out runs/ds2 --set train.steps=20000
-  surrogate generate configs/calorimeter/quickstart.yaml --out runs/ds2 --set 'generate.conditions=[50000]'
-  surrogate validate configs/calorimeter/quickstart.yaml --out runs/ds2
-  surrogate train configs/calorimeter/quickstart.yaml --dry-run      print the resolved config
+examples (<domain> is one of: {domains}; each has configs/<domain>/):
+  surrogate run configs/<domain>/quickstart.yaml
+      every stage, reference simulator to validation report, in a new folder under runs/
+  surrogate run configs/<domain>/quickstart.yaml --out runs/mine --set train.loss=hinge
+  surrogate simulate configs/<domain>/quickstart.yaml --out runs/mine --set simulate.n_events=500
+  surrogate prepare configs/<domain>/prepare.yaml --out runs/big --set 'prepare.inputs=[my_events.hdf5]'
+  surrogate train configs/<domain>/train.yaml --out runs/big --set train.steps=20000
+  surrogate generate configs/<domain>/quickstart.yaml --out runs/big --set 'generate.conditions=[<one row>]'
+  surrogate validate configs/<domain>/quickstart.yaml --out runs/big
+  surrogate train configs/<domain>/quickstart.yaml --dry-run      print the resolved config
 
 Stages read their inputs from the previous stage's folder inside --out unless the config names files;
 without --out, a stage that needs a previous one continues the newest runs/<config>-* folder where that
@@ -43,7 +43,7 @@ EXIT_OK, EXIT_FAIL, EXIT_BAD_INPUT, EXIT_CRASH, EXIT_INTERRUPTED = 0, 1, 2, 3, 1
 LOG_DIR = "logs"  # inside the run folder: tracebacks of unexpected errors
 
 STAGE_HELP = {
-    "simulate": "run the reference simulator (Geant4 for the calorimeter) into <out>/simulate",
+    "simulate": "run the domain's reference simulator into <out>/simulate",
     "prepare": "check, split and transform HDF5 events with Dask into a training store in <out>/prepare",
     "train": "train the conditional GAN on <out>/prepare; checkpoints in <out>/train",
     "generate": "sample the trained surrogate into <out>/generate (same layout as the reference)",
@@ -53,15 +53,18 @@ STAGE_HELP = {
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from surrogate.domains import available
+
+    examples = EXAMPLES.format(domains=", ".join(available()))
     parser = argparse.ArgumentParser(
         prog="surrogate", description="Fast GAN surrogates for slow physics simulators, with tracked validation.",
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=examples, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"surrogate {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, help_text in STAGE_HELP.items():
-        p = sub.add_parser(name, help=help_text, description=help_text, epilog=EXAMPLES,
+        p = sub.add_parser(name, help=help_text, description=help_text, epilog=examples,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
-        p.add_argument("config", type=Path, help="YAML config, e.g. configs/calorimeter/quickstart.yaml")
+        p.add_argument("config", type=Path, help="YAML config, e.g. configs/<domain>/quickstart.yaml")
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config value, e.g. --set train.steps=100 (repeatable)")
         p.add_argument("--out", type=Path, default=None,

@@ -100,7 +100,7 @@ class TrainConfig:
     hidden_g: int = 512  # width of the generator's hidden layers
     hidden_d: int = 512  # width of the discriminator's hidden layers
     layer_norm: bool = True  # LayerNorm after the generator's hidden layers
-    physics_critic: bool = True  # critic also sees the domain's energy sums (calorimeter: per layer, total)
+    physics_critic: bool = True  # critic also sees the domain's feature-group sums (Domain.critic_feature_groups)
     augment: bool = True  # real batches pass through the critic's symmetry augmentation, if the model has one
     voxel_noise: bool = True  # calo_shower: one more N(0, 1) latent per voxel jitters its shape logit
     batch_size: int = 128  # events per optimiser step
@@ -147,7 +147,7 @@ class GenerateConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     dtype: str = "float32"  # float32 | float64 file precision; the challenge's classifier modes need float64
     seed: int = 0  # seeds the latents
-    baselines: tuple[str, ...] = ()  # classical models (gflash) fitted on a train split, sampled beside the GAN
+    baselines: tuple[str, ...] = ()  # classical models (surrogate.baselines) fitted on a train split, beside the GAN
     baseline_store: str = ""  # prepare folder whose train split the baselines are fitted on; empty = this run's
 
     RANGES: ClassVar[dict[str, Range]] = {"n_events": NON_NEGATIVE, "batch_size": POSITIVE, "seed": SEED}

@@ -370,7 +370,7 @@ def validate_inputs(cfg: Config, run_dir: Path) -> tuple[Path, Path, Path | None
     """(generated, reference, reference_b or None = split the reference, baselines by name) of a validation.
 
     Defaults in a run folder: generate/generated.h5 against prepare/reference_test.h5; the floor from
-    prepare/reference_val.h5 (an independent Geant4 sample of the same settings) when the reference is
+    prepare/reference_val.h5 (an independent reference sample of the same settings) when the reference is
     the default test split, else from two halves of the reference; baselines: ``validate.baselines``
     plus, with ``validate.discover_baselines``, every generate/baseline_<name>.h5.
     """

@@ -116,7 +116,7 @@ def prepare_store(domain: Domain, cfg: PrepareConfig, inputs: tuple[str, ...], o
     created is left behind. Bad files or values raise one :class:`InputError` naming file, field and
     event. Returns n_events, n_train, n_val, n_test, seconds, input_mb (uncompressed input arrays),
     read_mb_per_s (input MB read per second, both passes counted), e_min_mev / e_max_mev (range of the
-    first condition column: the incident energy for the calorimeter).
+    first condition column, in its units).
     """
     start_time = time.perf_counter()
     out_dir = Path(out_dir)

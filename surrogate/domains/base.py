@@ -151,7 +151,7 @@ class Domain(Protocol):
     def features(self, data: np.ndarray, cond: np.ndarray) -> dict[str, np.ndarray]:
         """High-level observables per event, each (N,), after the domain's readout (e.g. a threshold).
 
-        Keys are ``<family>_<index>`` for per-index families (``E_layer_12``) or plain names.
+        Keys are ``<family>_<index>`` for per-index families (``flux_12``) or plain names.
         """
 
     def histogram_specs(self, features: Mapping[str, np.ndarray],
@@ -171,7 +171,7 @@ class Domain(Protocol):
         """Dimensions and units of the features, for the labelled arrays saved beside a report."""
 
     def flat_observables(self, data: np.ndarray, cond: np.ndarray) -> dict[str, np.ndarray]:
-        """Observables with many values per event (e.g. voxel energies) after the readout, each 1-D.
+        """Observables with many values per event (e.g. pixel or cell values) after the readout, each 1-D.
 
         Histogrammed like the features: a HistogramSpec names a key of either dict.
         """

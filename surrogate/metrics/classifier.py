@@ -5,7 +5,7 @@ The protocol of the challenge's code/evaluate.py (repository CaloChallenge/homep
 pure and reproducible:
 - both samples are cut to the same size n (ttv_split asserts equal sizes) and each is split 60/20/20
   into train / test / evaluation (ttv_split's fractions; for dataset 2 the challenge fixes
-  60k/20k/20k showers of its 100k-shower files, which is the same split);
+  60k/20k/20k events of its 100k-event files, which is the same split);
 - an MLP of ``n_layers`` hidden layers of ``hidden`` units with LeakyReLU (``DNN(num_layer=2)``: an
   input layer and two hidden-to-hidden layers, i.e. 3 x 2048; dropout 0) gives a logit; BCE with
   logits, Adam (lr 2e-4), batches of 1000 reshuffled every epoch, up to 50 epochs;
@@ -17,13 +17,13 @@ pure and reproducible:
 
 Ours, on top, for samples much smaller than the challenge's 100k:
 - the batch shrinks to give at least ``min_steps_per_epoch`` optimiser steps per epoch (the challenge's
-  1000 on 2 x 480 training showers would be one step an epoch; on its own files a batch of 1000 gives
+  1000 on 2 x 480 training events would be one step an epoch; on its own files a batch of 1000 gives
   120 steps);
 - early stopping: with ``patience`` > 0, training also stops once the test-split BCE has not improved
   for ``patience`` epochs (the model kept is still the best-accuracy epoch);
 - a seed instead of numpy's and torch's global state, so two calls give identical numbers;
 - ``dtype``: the challenge computes in float64 (it sets torch's default dtype); float32 is the faster
-  choice on CPUs (float64 took 1.6x the CPU time at 3 x 2048). Measured on 800 vs 800 Geant4 showers
+  choice on CPUs (float64 took 1.6x the CPU time at 3 x 2048). Measured on 800 vs 800 reference events
   (2 seeds, low- and high-level inputs, and a 5%-scaled copy), the AUCs of the two were 0.000-0.023
   apart, within the ~0.03 statistical error of an AUC on 320 evaluation events; both are offered and
   the configuration chooses.

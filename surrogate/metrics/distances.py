@@ -46,12 +46,12 @@ def normalise_max_abs(real: np.ndarray, gen: np.ndarray) -> tuple[np.ndarray, np
 
     Features that are 0 throughout ``real`` are left unscaled (jetnet's ``_normalise_features``), and
     so are features whose maximum is below ``NUMERICAL_ZERO`` of the largest feature's: rounding noise,
-    not a scale. Measured on the quickstart's Geant4 test split: the r width of layer 42 peaks at
-    8e-9 with float64 sums and 2.6e-5 (0.0026 mm / 100) with float32 sums, where every shower hit one
-    radial bin (the square root of a difference of equal moments); a Geant4 shower of another split
-    with a real 2.3 mm width there became 2.8e6 (float64) or 900 (float32) after division, and FPD
-    x 1e3 2e13 or 2e6 for Geant4 against Geant4 (floor ~2000). At 1e-4 of the largest scale (here
-    log10 of the 1e-8 MeV floor, 8) the cut sits at widths of 0.08 mm, far below any physical one.
+    not a scale. Measured on a reference test split of the first domain's quickstart: a width feature
+    that is a square root of a difference of equal moments (every event of the split in one bin) peaks
+    at 8e-9 with float64 sums and 2.6e-5 (0.0026 mm / 100) with float32 sums; an event of another split
+    with a real 2.3 mm width there became 2.8e6 (float64) or 900 (float32) after division, and FPD x 1e3
+    2e13 or 2e6 for the reference against itself (floor ~2000). At 1e-4 of the largest scale (there a
+    log10 energy of 8) the cut sits at widths of 0.08 mm, far below any physical one.
     Returns float64 copies.
     """
     real = np.asarray(real, dtype=np.float64)

@@ -3,7 +3,7 @@
 Definitions: Naeem, Oh, Uh, Choi, Yoo, "Reliable Fidelity and Diversity Metrics for Generative Models",
 ICML 2020, arXiv:2002.09797 (precision and recall after Kynkaanniemi et al. 2019, arXiv:1904.06991).
 Our own implementation of the paper's formulas; the authors' ``prdc`` package is not a dependency.
-(The CaloChallenge's evaluate.py has a ``prdc`` mode calling that package on log10 voxel energies; the
+(The CaloChallenge's evaluate.py has a ``prdc`` mode calling that package on its low-level inputs; the
 validation here applies it to standardised high-level features.)
 Each sample's manifold is the union of balls around its events whose radius is the distance to the
 event's k-th nearest neighbour within its own sample (Euclidean):

@@ -28,7 +28,7 @@ def separation_power(h_ref_counts: np.ndarray, h_gen_counts: np.ndarray,
     """Separation power of two histograms given as counts (or weights) per bin, same binning.
 
     Each histogram is normalised to unit sum over its bins, so only shapes are compared. NaN if either
-    histogram is empty (e.g. the energy of a layer that no shower of one sample reaches), as in the
+    histogram is empty (e.g. a feature that no event of one sample reaches), as in the
     challenge. bin_widths: the bins' widths, only to reproduce the challenge's rounding (default 1).
     """
     p = np.asarray(h_ref_counts, dtype=np.float64)

@@ -3,7 +3,7 @@
 Examples::
 
     python -m surrogate.training --store runs/x/prepare --out runs/x/train --set train.steps=200
-    torchrun --nproc_per_node 4 -m surrogate.training --config configs/calorimeter/train.yaml \\
+    torchrun --nproc_per_node 4 -m surrogate.training --config configs/<domain>/train.yaml \\
         --store runs/x/prepare --out runs/x/train
 
 Under torchrun every process runs this; gradients are averaged, so the effective batch size is

@@ -1,13 +1,13 @@
 """Observables as labelled arrays: per-event features and mean profiles as an xarray.Dataset, saved as netCDF.
 
 A physicist reloads a report's observables with ``xarray.load_dataset("observables_generated.nc")`` and
-re-plots them without this package. Layout of one file (calorimeter names; the domain's
-``feature_layout`` declares dimensions and units):
+re-plots them without this package. Layout of one file (the domain's ``feature_layout`` declares
+dimensions and units):
 
-- one variable per feature family, e.g. ``E_layer (event, layer)`` MeV, ``E_radial (event, r_bin)``;
-- one variable per scalar feature, e.g. ``E_tot (event)`` MeV, ``E_ratio (event)``;
+- one variable per feature family, e.g. ``<family> (event, <dim>)`` for features ``<family>_<index>``;
+- one variable per scalar feature, e.g. ``<name> (event)``;
 - per family its profile over events: ``<family>_mean`` and ``<family>_sem`` (standard error of the mean)
-  along the family's dimension, e.g. ``E_layer_mean (layer)``: the mean longitudinal profile;
+  along the family's dimension, e.g. the mean profile along a radius or a detector depth;
 - every variable carries ``units`` and ``long_name``; the file's attributes say which sample it is.
 
 Written with xarray's ``scipy`` engine (netCDF3 64-bit offset): scipy is already a dependency, and

@@ -178,14 +178,14 @@ def _short(value: Any, limit: int = 300) -> str:
 
 
 def baseline_name(path: str | Path) -> str:
-    """``generate/baseline_gflash.h5`` -> ``gflash``: the file stem without a ``baseline_`` prefix."""
+    """``generate/baseline_<name>.h5`` -> ``<name>``: the file stem without a ``baseline_`` prefix."""
     name = Path(path).stem.removeprefix("baseline_")
     check_baseline_name(name, path)
     return name
 
 
 def check_baseline_name(name: str, path: str | Path) -> None:
-    """A baseline's name prefixes its MLflow metrics (``gflash_fpd_x1e3``): letters, digits, underscores."""
+    """A baseline's name prefixes its MLflow metrics (``<name>_fpd_x1e3``): letters, digits, underscores."""
     if not NAME.match(name) or name in RESERVED:
         raise InputError(path, None, f"baseline name {name!r}: expected letters, digits and underscores, "
                          f"starting with a letter, other than {', '.join(sorted(RESERVED))}")
@@ -224,7 +224,7 @@ def validate_files(domain: Domain, generated_path: str | Path, reference_path: s
 
     reference_b_path: an independent reference sample for the floor; None = split the reference in two
     seeded halves (module docstring). baselines: name -> file of other generated samples (e.g.
-    ``{"gflash": "generate/baseline_gflash.h5"}``), scored with every metric and shown beside the
+    ``{"<name>": "generate/baseline_<name>.h5"}``), scored with every metric and shown beside the
     surrogate; only the surrogate gets a verdict. Every file is read with
     ``domain.read_events(path, cfg.max_events)`` and must share the condition layout. Refuses to
     overwrite an existing report in ``out_dir``. Stochastic metrics are seeded from ``cfg.seed``: a
