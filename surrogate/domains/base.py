@@ -170,6 +170,15 @@ class Domain(Protocol):
     def feature_layout(self) -> FeatureLayout:
         """Dimensions and units of the features, for the labelled arrays saved beside a report."""
 
+    def extra_plots(self, reference: tuple[np.ndarray, np.ndarray],
+                    columns: Mapping[str, tuple[np.ndarray, np.ndarray]], out_dir: Path) -> list[Path]:
+        """The domain's own figures for the report (e.g. example events, profiles per condition bin).
+
+        reference / columns: (data, cond) of reference A and of every report column (floor, surrogate,
+        baselines), physical units, the same events the metrics see. Returns the PNG paths written into
+        ``out_dir``; the generic histograms and mean profiles are drawn by the report itself.
+        """
+
     def flat_observables(self, data: np.ndarray, cond: np.ndarray) -> dict[str, np.ndarray]:
         """Observables with many values per event (e.g. pixel or cell values) after the readout, each 1-D.
 

@@ -201,6 +201,10 @@ class _Sample:
     cond: np.ndarray
     features: dict[str, np.ndarray] = field(default_factory=dict)
 
+    def events(self, rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """(data, cond) at ``rows`` (all if None)."""
+        return (self.data, self.cond) if rows is None else (self.data[rows], self.cond[rows])
+
     def prepared(self, domain: Domain, rows: np.ndarray | None) -> Prepared:
         """The metrics' view of the events at ``rows`` (all if None), features reused, not recomputed."""
         if rows is None:
@@ -208,7 +212,7 @@ class _Sample:
         data, cond = self.data[rows], self.cond[rows]
         features = {k: v[rows] for k, v in self.features.items()}
         obs = Observables(features=features, flat=domain.flat_observables(data, cond))
-        return Prepared(obs, domain.high_level_inputs(features), domain.low_level_inputs(data, cond))
+        return Prepared(obs, domain.high_level_inputs(features), domain.low_level_inputs(data, cond), cond)
 
 
 def _rows(n_total: int, n: int, rng: np.random.Generator) -> np.ndarray | None:
@@ -317,6 +321,9 @@ def validate_files(domain: Domain, generated_path: str | Path, reference_path: s
     plot_paths = plots.plot_histograms(specs, ref_a.obs, {k: v.obs for k, v in columns.items()}, results,
                                        out_dir, layout)
     plot_paths.append(plots.plot_profiles(ref_a.obs, {k: v.obs for k, v in columns.items()}, out_dir, layout))
+    events = {FLOOR: (b_sample, rows[FLOOR]), SURROGATE: (samples["generated"], rows["generated"]),
+              **{name: (samples[name], rows[name]) for name in baselines}}
+    plot_paths += domain.extra_plots(ref.events(a_rows), {c: s.events(r) for c, (s, r) in events.items()}, out_dir)
     timings["plots"] = time.perf_counter() - t
     t = time.perf_counter()
     nc_paths = tuple(

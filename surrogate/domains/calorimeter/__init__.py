@@ -223,6 +223,11 @@ class Calorimeter:
 
         return high_level_inputs(features, self.geometry)
 
+    def extra_plots(self, reference: tuple[np.ndarray, np.ndarray],
+                    columns: Mapping[str, tuple[np.ndarray, np.ndarray]], out_dir: Path) -> list[Path]:
+        """None: the report's histograms and mean profiles (longitudinal, radial, per-layer) cover showers."""
+        return []
+
     def feature_layout(self) -> FeatureLayout:
         """Per-layer families on dimension ``layer``, the radial profile on ``r_bin`` (features.py)."""
         per_layer = {"E_layer": ("MeV", "energy in the layer"),
