@@ -99,7 +99,7 @@ def _summary(pred: np.ndarray, truth: np.ndarray) -> tuple[float, float, float]:
 
 
 def parameter_recovery(x_ref: np.ndarray, cond_ref: np.ndarray, x_gen: np.ndarray, cond_gen: np.ndarray, *,
-                       seed: int, names: Sequence[str] | None = None, channels: tuple[int, ...] = (16, 32, 64),
+                       seed: int, names: Sequence[str] | None = None, channels: tuple[int, ...] = (8, 16, 32, 64),
                        hidden: int = 64, epochs: int = 40, patience: int = 5, lr: float = 1e-3,
                        batch_size: int = 64, arcsinh_scale: float | None = None,
                        device: str = "cpu", num_threads: int = 0) -> RegressionResult:
@@ -108,7 +108,9 @@ def parameter_recovery(x_ref: np.ndarray, cond_ref: np.ndarray, x_gen: np.ndarra
 
     ``names``: the K parameters' names (default ``p0``, ``p1``, ...). ``arcsinh_scale``: the softening
     of the arcsinh standardisation in the images' units (default: the reference's pixel standard
-    deviation). H and W must be at least ``2 ** len(channels)``. ``num_threads``: torch CPU threads while
+    deviation). The default network (four blocks of 8-64 channels, ~82k weights) is the
+    classifier test's, sized for 64x64 images (0.17 s per step of 64 images on one busy core). H and W
+    must be at least ``2 ** len(channels)``. ``num_threads``: torch CPU threads while
     training (0: torch's setting; restored on return). Raises ValueError on shapes that do
     not match, non-finite values, a constant reference condition, fewer than 10 reference or 2
     generated images, or ``epochs`` < 1 / ``patience`` < 0.
