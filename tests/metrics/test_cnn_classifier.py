@@ -96,3 +96,22 @@ def test_bad_inputs_are_rejected() -> None:
         cnn_classifier_test(good[:9], good, seed=0)
     with pytest.raises(ValueError, match="constant reference"):
         cnn_classifier_test(np.zeros((50, 16, 16)), good, seed=0)
+
+
+def test_any_units_standardised_by_the_reference() -> None:
+    from surrogate.metrics._image_cnn import ImageScaling
+
+    rng = np.random.default_rng(4)
+    a, b = blobs(200, rng), blobs(200, rng, width_scale=1.05)
+    scaling = ImageScaling.fit(a)
+    u = scaling.apply(a)
+    assert (float(u.mean()), float(u.std())) == pytest.approx((0.0, 1.0), abs=1e-5)
+    # The arcsinh softening follows the images' units, so a change of units changes nothing.
+    assert np.allclose(ImageScaling.fit(a * 1e4).apply(b * 1e4), scaling.apply(b), atol=1e-5)
+    small = SMALL | {"epochs": 3}
+    assert cnn_classifier_test(a * 1e4, b * 1e4, seed=0, **small).auc == pytest.approx(
+        cnn_classifier_test(a, b, seed=0, **small).auc, abs=0.01)
+    # The statistics are the reference's alone: a generated sample twice as bright stays brighter
+    # (measured: mean 0.18 standard deviations up; most pixels are noise), where its own would hide it.
+    assert scaling.apply(2 * a).mean() > 0.1
+    assert abs(ImageScaling.fit(2 * a).apply(2 * a).mean()) < 1e-5
