@@ -101,9 +101,9 @@ class ModelSpec:
 
 
 def _registry() -> dict[str, ModuleType]:
-    from surrogate.models import calo_mlp, calo_shower
+    from surrogate.models import calo_mlp, calo_shower, image_gan
 
-    return {"calo_mlp": calo_mlp, "calo_shower": calo_shower}
+    return {"calo_mlp": calo_mlp, "calo_shower": calo_shower, "image_gan": image_gan}
 
 
 def available() -> list[str]:
