@@ -272,8 +272,8 @@ def _centroid_x(images: np.ndarray, side: int = 16) -> np.ndarray:
 
 def test_learns_a_blob_whose_position_is_the_condition() -> None:
     """16x16 blobs at x = 7.5 + 4c px, c ~ U(-1, 1): after 300 hinge steps of the project's train_step the
-    EMA generator's blob centroid tracks c. Measured (seed 0): correlation -0.29 at initialisation, 0.991
-    after 300 steps, slope 3.5 px per unit c (true 4), mean |error| 0.28 px; ~8-15 s on one thread."""
+    EMA generator's blob centroid tracks c. Measured (seed 0): correlation -0.29 at initialisation, 0.996
+    after 300 steps, slope 3.47 px per unit c (true 4), mean |error| 0.29 px; 10-15 s on one thread."""
     cfg = _config(loss="hinge", lr_g=2e-4, lr_d=2e-4, beta1=0.0, model_options={"channels_g": 8, "channels_d": 8})
     state = new_state(cfg, model_spec(cfg, 256, 1), CPU, 0)
     rng = np.random.default_rng(0)
