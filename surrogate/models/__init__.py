@@ -74,7 +74,7 @@ class ModelSpec:
     hidden_d: int  # discriminator width
     layer_norm: bool = True  # LayerNorm after the generator's hidden layers
     feature_groups: int = 0  # critic also sees the log energy of this many contiguous voxel groups; 0 = off
-    event_shape: tuple[int, ...] = ()  # (layers, alpha, r) of a structured model's output; () = flat
+    event_shape: tuple[int, ...] = ()  # axes of one event, slowest first: (layers, alpha, r), (H, W); () = flat
     voxel_noise: bool = False  # z also holds one N(0, 1) value per feature (models in VOXEL_NOISE_MODELS)
     options: dict[str, Any] = field(default_factory=dict)  # the model's own hyperparameters, defaults filled in
 
