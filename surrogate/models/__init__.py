@@ -5,16 +5,19 @@
 :class:`ModelSpec` is everything needed to rebuild both networks; checkpoints store it, so a checkpoint
 rebuilds its generator with no other input (nanoGPT's self-describing checkpoint).
 
-A model module in the registry defines ``build(**sizes, generator, ...)`` and, if it has hyperparameters
-of its own, ``OPTIONS: dict[str, Option]``: each with a default, a type and the values it may take. The
-config's ``train.model_options`` sets them; :func:`resolve_options` checks them and fills in defaults, and
-the resolved mapping travels in ``ModelSpec.options`` (so a checkpoint keeps the values it was built with).
+A model is a module in this package that defines ``build(**sizes, generator, ...)`` (the registry is every
+such module, so this file names none) and, if it has hyperparameters of its own, ``OPTIONS: dict[str,
+Option]``: each with a default, a type and the values it may take. The config's ``train.model_options`` sets
+them; :func:`resolve_options` checks them and fills in defaults, and the resolved mapping travels in
+``ModelSpec.options`` (so a checkpoint keeps the values it was built with).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import math
+import pkgutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -66,14 +69,14 @@ class Option:
 class ModelSpec:
     """Name in the registry plus the sizes that fix both networks' shapes."""
 
-    name: str  # registry name, e.g. "calo_mlp"
+    name: str  # registry name: the model's module in this package
     n_features: int  # length of one event's (transformed) data vector
     n_cond: int  # length of the (transformed) condition vector
     latent_dim: int  # size of z
     hidden_g: int  # generator width
     hidden_d: int  # discriminator width
     layer_norm: bool = True  # LayerNorm after the generator's hidden layers
-    feature_groups: int = 0  # critic also sees the log energy of this many contiguous voxel groups; 0 = off
+    feature_groups: int = 0  # critic also sees the log sums of this many contiguous feature groups; 0 = off
     event_shape: tuple[int, ...] = ()  # axes of one event, slowest first: (layers, alpha, r), (H, W); () = flat
     voxel_noise: bool = False  # z also holds one N(0, 1) value per feature (models in VOXEL_NOISE_MODELS)
     options: dict[str, Any] = field(default_factory=dict)  # the model's own hyperparameters, defaults filled in
@@ -101,9 +104,13 @@ class ModelSpec:
 
 
 def _registry() -> dict[str, ModuleType]:
-    from surrogate.models import calo_mlp, calo_shower, image_gan
-
-    return {"calo_mlp": calo_mlp, "calo_shower": calo_shower, "image_gan": image_gan}
+    """name -> module of every module in this package that defines ``build`` (its name is the model's)."""
+    modules = {}
+    for info in pkgutil.iter_modules(__path__):
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        if callable(getattr(module, "build", None)):
+            modules[info.name] = module
+    return modules
 
 
 def available() -> list[str]:

@@ -30,7 +30,8 @@ def _build(side: int = 16, *, n_cond: int = 2, seed: int = 0, **options: Any) ->
 def _config(**train: Any) -> Config:
     base: dict[str, Any] = {"model": "image_gan", "physics_critic": False, "latent_dim": 8, "hidden_g": 64,
                             "hidden_d": 64, "batch_size": 32, "seed": 0}
-    return dataclasses.replace(Config(), train=TrainConfig(**{**base, **train}))
+    # the synthetic images are no domain's events; the calorimeter only supplies model_spec's domain lookup
+    return Config(domain="calorimeter", train=TrainConfig(**{**base, **train}))
 
 
 @dataclasses.dataclass
@@ -187,7 +188,7 @@ def test_bad_options_are_one_line_config_errors(options: dict[str, Any], message
 
 
 def test_options_through_the_config_and_into_the_spec() -> None:
-    cfg = load_config(None, ["train.model=image_gan", "train.physics_critic=false",
+    cfg = load_config(None, ["domain=calorimeter", "train.model=image_gan", "train.physics_critic=false",
                              "train.model_options.channels_g=4", "train.model_options.circular=true"])
     assert cfg.train.model_options == {"channels_g": 4, "circular": True}
     spec = model_spec(cfg, 256, 1)
@@ -197,16 +198,16 @@ def test_options_through_the_config_and_into_the_spec() -> None:
     g, _ = build_from_spec(ModelSpec.from_dict(spec.to_dict()))
     assert [m.out_channels for m in g.modules() if isinstance(m, nn.Conv2d)] == [8, 4, 1]
     with pytest.raises(ConfigError, match=r"^train\.model_options: expected a mapping of names to values"):
-        load_config(None, ["train.model_options=[1, 2]"])
+        load_config(None, ["domain=calorimeter", "train.model_options=[1, 2]"])
     with pytest.raises(ConfigError, match=r"^train\.model_options\.channels_g: expected a number, true/false"):
-        load_config(None, ["train.model_options.channels_g=[8]"])
+        load_config(None, ["domain=calorimeter", "train.model_options.channels_g=[8]"])
 
 
 def test_models_without_options_refuse_any_and_old_specs_still_load() -> None:
     with pytest.raises(ConfigError, match=r"^train\.model_options\.width: model 'calo_mlp' has no such "
                                           r"option \(it takes none\)$"):
-        model_spec(dataclasses.replace(Config(), train=TrainConfig(model="calo_mlp", physics_critic=False,
-                                                                   model_options={"width": 3})), 8, 1)
+        model_spec(Config(domain="calorimeter", train=TrainConfig(model="calo_mlp", physics_critic=False,
+                                                                  model_options={"width": 3})), 8, 1)
     assert resolve_options("calo_mlp") == {}
     old = {"name": "calo_mlp", "n_features": 8, "n_cond": 1, "latent_dim": 4, "hidden_g": 8, "hidden_d": 8,
            "layer_norm": True, "feature_groups": 0, "event_shape": [], "voxel_noise": False}  # pre-options
