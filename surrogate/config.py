@@ -95,6 +95,7 @@ class PrepareConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     model: str = ""  # model name from surrogate.models' registry; empty = the domain's default
+    model_options: dict[str, Any] = field(default_factory=dict)  # the model's own hyperparameters (its OPTIONS)
     loss: str = "wgan_gp"  # minimax | nonsaturating | wgan_gp | hinge
     latent_dim: int = 64  # size of the latent vector z
     hidden_g: int = 512  # width of the generator's hidden layers
@@ -133,6 +134,10 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _choice("train.loss", self.loss, LOSSES)
         check_ranges(self, "train")
+        # names and values are checked against the model's declaration when the model is built
+        # (surrogate.models.resolve_options); here only their form, and a private copy
+        object.__setattr__(self, "model_options",
+                           _coerce(self.model_options, dict[str, Any], "train.model_options"))
 
 
 @dataclass(frozen=True)
@@ -318,6 +323,13 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping of {_type_name(tp)} fields, got {value!r}")
         return _build(tp, value, where)
+    if origin is dict:  # a free mapping of names to plain values (a model's options)
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise ConfigError(f"{where}: expected a mapping of names to values, got {value!r}")
+        for key, item in value.items():
+            if not isinstance(item, (bool, int, float, str)):
+                raise ConfigError(f"{where}.{key}: expected a number, true/false or a string, got {item!r}")
+        return dict(value)
     if origin is tuple:
         (item_tp, _ellipsis) = typing.get_args(tp)
         if isinstance(value, str):
@@ -470,6 +482,8 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
             return x.to_config()
         if dataclasses.is_dataclass(x) and not isinstance(x, type):
             return {f.name: plain(getattr(x, f.name)) for f in dataclasses.fields(x)}
+        if isinstance(x, dict):
+            return {k: plain(v) for k, v in x.items()}
         if isinstance(x, (list, tuple)):
             return [plain(v) for v in x]
         return x

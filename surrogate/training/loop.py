@@ -32,7 +32,7 @@ from surrogate.config import Config, config_to_dict
 from surrogate.data.hdf5 import open_h5
 from surrogate.data.loader import StoreLoader
 from surrogate.errors import InputError, SurrogateError
-from surrogate.models import VOXEL_NOISE_MODELS, ModelSpec, build_from_spec
+from surrogate.models import VOXEL_NOISE_MODELS, ModelSpec, build_from_spec, resolve_options
 from surrogate.training import distributed
 from surrogate.training.checkpoint import load_checkpoint, save_checkpoint
 from surrogate.training.ema import EMA
@@ -45,6 +45,8 @@ Evaluate = Callable[[Sampler, int], dict[str, float]]
 # train.* keys a resume may change: they set how long and how often, not what is computed
 RESUME_MAY_CHANGE = ("steps", "resume", "checkpoint_every", "validate_every", "validate_events",
                      "log_every", "num_threads")
+# train.* keys added after checkpoints existed, with the value an older checkpoint's absent key means
+ADDED_KEYS: dict[str, Any] = {"model_options": {}}
 SAMPLE_CHUNK = 4096  # events per generator call inside `sample` (bounds memory for 6480 features)
 
 
@@ -164,7 +166,8 @@ def model_spec(cfg: Config, n_features: int, n_cond: int) -> ModelSpec:
     return ModelSpec(name=name, n_features=n_features, n_cond=n_cond,
                      latent_dim=t.latent_dim, hidden_g=t.hidden_g, hidden_d=t.hidden_d, layer_norm=t.layer_norm,
                      feature_groups=groups, event_shape=shape,
-                     voxel_noise=t.voxel_noise and name in VOXEL_NOISE_MODELS)
+                     voxel_noise=t.voxel_noise and name in VOXEL_NOISE_MODELS,
+                     options=resolve_options(name, t.model_options))
 
 
 def new_state(cfg: Config, spec: ModelSpec, device: torch.device, rank: int,
@@ -197,8 +200,9 @@ def check_resumable(ckpt: dict[str, Any], path: str, cfg: Config, store: dict[st
                              f"{new['domain']!r}")
     old_train, new_train = old.get("train", {}), new["train"]
     for key in sorted(set(old_train) | set(new_train)):
-        if key not in RESUME_MAY_CHANGE and old_train.get(key) != new_train.get(key):
-            raise SurrogateError(f"train.resume: {path} was trained with train.{key}={old_train.get(key)!r}, "
+        old_value = old_train.get(key, ADDED_KEYS.get(key))
+        if key not in RESUME_MAY_CHANGE and old_value != new_train.get(key):
+            raise SurrogateError(f"train.resume: {path} was trained with train.{key}={old_value!r}, "
                                  f"this config has {new_train.get(key)!r}; {hint}")
     if ckpt.get("store") != store or ckpt["transform"] != transform:
         raise SurrogateError(f"train.resume: {path} was trained on another prepared store (its attributes "

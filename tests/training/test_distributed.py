@@ -47,10 +47,11 @@ def _torchrun(tmp_path: Path, store: Path, out: Path, steps: int, resume: str = 
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
-@pytest.mark.parametrize("model", ["", "calo_shower"])  # the domain's default, and the structured model
-def test_torchrun_two_cpu_ranks_stay_identical(tmp_path: Path, model: str) -> None:
+# the domain's default, the structured model, and the image model (16x16: 256 features)
+@pytest.mark.parametrize(("model", "n_features"), [("", 8), ("calo_shower", 8), ("image_gan", 256)])
+def test_torchrun_two_cpu_ranks_stay_identical(tmp_path: Path, model: str, n_features: int) -> None:
     """gloo DDP: ranks see different batches and latents, yet averaged gradients keep weights identical."""
-    store = write_store(tmp_path / "prepare", n_events=1024)
+    store = write_store(tmp_path / "prepare", n_events=1024, n_features=n_features)
     out = tmp_path / "run"
     _torchrun(tmp_path, store, out, 6, model=model)
     ranks = [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(2)]

@@ -11,8 +11,8 @@ from train_helpers import E_MAX_MEV, E_MIN_MEV, coefficients, tiny_config, write
 from surrogate.config import LOSSES
 from surrogate.data.transforms import load_transform
 from surrogate.errors import SurrogateError
-from surrogate.training.checkpoint import generator_from_checkpoint, load_checkpoint
-from surrogate.training.loop import make_sampler, run_training, train
+from surrogate.training.checkpoint import generator_from_checkpoint, load_checkpoint, save_checkpoint
+from surrogate.training.loop import check_resumable, make_sampler, run_training, train
 
 
 def _assert_same_tensors(a: object, b: object, where: str = "") -> None:
@@ -189,3 +189,39 @@ def test_learns_the_conditional_mean(tmp_path: Path, loss: str) -> None:
     # the slope in c, which an unconditional generator would get as 0 (b spans -1 .. 1); measured
     # within 0.13 of b for both losses
     np.testing.assert_allclose(means[0.5] - means[-0.5], b, atol=0.25)
+
+
+def test_image_gan_resumes_exactly(tmp_path: Path) -> None:
+    """A 16x16 image model on a flat 256-feature store (no event shape: a square image) resumes bit for bit,
+    spectral norms' power-iteration vectors (u, v buffers, updated every training forward) included."""
+    store = write_store(tmp_path / "prepare", n_events=256, n_features=256)
+    cfg = {"model": "image_gan", "n_critic": 2, "batch_size": 16, "physics_critic": False,
+           "model_options": {"channels_g": 4, "channels_d": 4, "spectral_norm_g": True}}
+    straight = train(tiny_config(steps=6, checkpoint_every=100, **cfg), store, tmp_path / "a", progress=False)
+    half = train(tiny_config(steps=3, checkpoint_every=100, **cfg), store, tmp_path / "b", progress=False)
+    resumed = train(tiny_config(steps=6, checkpoint_every=100, resume=str(half.checkpoint), **cfg), store,
+                    tmp_path / "b", progress=False)
+    a, b = load_checkpoint(straight.checkpoint), load_checkpoint(resumed.checkpoint)
+    for key in ("G", "D", "G_ema", "ema_updates", "opt_g", "opt_d", "rng", "loader"):
+        _assert_same_tensors(a[key], b[key], key)
+    assert "stem.parametrizations.weight.0.u" in a["D"] and "project.parametrizations.weight.0.v" in a["G"]
+    assert a["model_spec"]["options"]["channels_g"] == 4 and a["model_spec"]["options"]["spectral_norm_d"]
+    z, cond = torch.randn(3, 8, generator=torch.Generator().manual_seed(0)), torch.rand(3, 1)
+    x = generator_from_checkpoint(straight.checkpoint)[0](z, cond)
+    assert x.shape == (3, 256)
+    torch.testing.assert_close(generator_from_checkpoint(resumed.checkpoint)[0](z, cond), x, rtol=0, atol=0)
+
+
+def test_checkpoint_from_before_model_options_still_resumes(store: Path, tmp_path: Path) -> None:
+    """A checkpoint with no train.model_options nor model_spec.options (written before they existed) reads
+    them as empty: it rebuilds its generator and resumes."""
+    half = train(tiny_config(steps=3), store, tmp_path / "a", progress=False)
+    ckpt = load_checkpoint(half.checkpoint)
+    del ckpt["config"]["train"]["model_options"], ckpt["model_spec"]["options"]
+    old = save_checkpoint(tmp_path / "old.pt", {k: v for k, v in ckpt.items() if not k.startswith("format")})
+    generator, _ = generator_from_checkpoint(old)
+    assert generator(torch.zeros(2, 8), torch.zeros(2, 1)).shape == (2, 8)
+    resumed = train(tiny_config(steps=5, resume=str(old)), store, tmp_path / "b", progress=False)
+    assert resumed.steps == 5
+    with pytest.raises(SurrogateError, match=r"train\.model_options=\{\}, this config has \{'x': 1\}"):
+        check_resumable(ckpt, str(old), tiny_config(model_options={"x": 1}), ckpt["store"], ckpt["transform"], 1)
