@@ -1,0 +1,1 @@
+"""Strong galaxy-galaxy lensing domain (issue 6)."""
