@@ -343,8 +343,8 @@ def ring_fit(images: np.ndarray, pixel_scale: float, r_min: float = 0.2, r_max: 
     the annulus pixel counts (each bin's noise variance falls as 1 / pixel count). Grid points with A < 0
     or B <= 0 are rejected. r0 is refined between grid points by a parabola through the best three.
     Measured on Euclid-VIS-like lenstronomy images (SIE + shear, Sersic lens light and source, noise;
-    tests/domains/test_strong_lensing_observables.py): tracks theta_E with correlation > 0.99 and a slope
-    within a few per cent of 1 for theta_E in 0.6-2".
+    tests/domains/test_strong_lensing_observables.py, 20 lenses): tracks theta_E with correlation 0.997
+    and slope 1.01 for theta_E in 0.6-2", ~2% inside theta_E on the median, worst image 11% off.
 
     images: (N, H, W) img; pixel_scale: arcsec per pixel; r_min / r_max: range of trial ring radii in
     arcsec (default r_max: half the image side less 0.3"); center: (x, y) arcsec, one pair or (N, 2).
@@ -426,11 +426,12 @@ RESIDUAL_N_BINS = 4  # k bins of the residual spectrum; the first (scales > ~0.7
 def angular_smooth_model(images: np.ndarray, pixel_scale: float, m_max: int = RESIDUAL_M_MAX,
                          r_max: float | None = None) -> np.ndarray:
     """Smooth model of each image built from the image itself: in every one-pixel-wide annulus about the
-    image centre, the least-squares fit of a_0 + sum_{m=1..m_max} (a_m cos m phi + b_m sin m phi).
+    image centre, the least-squares fit of a_0 + sum_{m=1..m_max} (a_m cos m phi + b_m sin m phi), each
+    coefficient linear in r across the annulus.
 
     Lens light (elliptical: m = 0, 2), a ring's radial profile and its low-order brightness modulation
     are smooth in angle; compact perturbations of the arcs (substructure) are not, and stay in
-    ``images - model``. An annulus with fewer pixels than 2 m_max + 1 is fitted exactly (pseudo-inverse).
+    ``images - model``. An annulus with fewer pixels than 4 m_max + 2 is fitted exactly (pseudo-inverse).
     images: (N, H, W) img; pixel_scale: arcsec per pixel; r_max: arcsec (default: the image corners).
     Returns the model (N, H, W) img; pixels beyond r_max are 0.
     """
@@ -452,6 +453,9 @@ def angular_smooth_model(images: np.ndarray, pixel_scale: float, m_max: int = RE
             continue
         angle = phi[sel, None] * harmonics[None, :]
         basis = np.concatenate([np.ones((sel.size, 1)), np.cos(angle), np.sin(angle)], axis=1)
+        # Each harmonic's amplitude may change linearly across the annulus: without this, a steep
+        # radial gradient within one pixel of radius (the lens centre, the ring's flanks) is left over.
+        basis = np.concatenate([basis, basis * (r[sel, None] - r[sel].mean()) / pixel_scale], axis=1)
         model[:, sel] = flat[:, sel] @ (basis @ np.linalg.pinv(basis)).T  # projection onto the harmonics
     return model.reshape(n, h, w)
 
@@ -466,9 +470,10 @@ def residual_spectrum(images: np.ndarray, pixel_scale: float, radius: np.ndarray
     between fundamental and Nyquist) divided by the squared mean pixel value of the image in that annulus.
     Dividing by the ring's brightness makes it a fractional statistic: a sample whose arcs are uniformly
     too bright or too faint does not look like substructure. Measured on lenstronomy images at fixed noise
-    seed (tests/domains/test_strong_lensing_observables.py): thirty 1e9-1e10 Msun TNFW subhalos near the
-    ring raise the first bin (scales above ~0.75") in most images; 1e8-1e9 Msun subhalos at this
-    Euclid-like resolution change it by about 2%, within the image-to-image spread of its sign.
+    seed (tests/domains/test_strong_lensing_observables.py, 12 lenses): thirty 1e9-1e10 Msun TNFW
+    subhalos near the ring raise the first bin (scales above ~0.75") by 38% on average, in 11 of 12
+    images; thirty 1e8-1e9 Msun subhalos by 4% (10 of 12), the size of the +-5% a new noise seed alone
+    moves it: at this Euclid-like resolution such light subhalos are barely visible to it.
     Returns ``(power, k)``: power (N, n_bins) arcsec^2 (img^2 arcsec^2 / img^2); k (n_bins,) cycles/arcsec.
     """
     images = _check_images(images)
