@@ -9,25 +9,26 @@ lenstronomy's convention for ``SimAPI`` images (East to the right, ``inverse=Fal
 
 How the lead wires them in (``features()`` / ``histogram_specs()`` / plots):
 
-====================================  ======================================================  =========
-function                              output                                                  use
-====================================  ======================================================  =========
-:func:`total_flux`                    (N,) img * px                                           (a), (b)
-:func:`ring_radius`                   (N,) arcsec; tracks theta_E                             (a), (b)
-:func:`quadrupole_moments`            (N,) q_xx, q_yy, q_xy arcsec^2, e1, e2, size arcsec     (a), (b)
-:func:`residual_power`                (N,) img^2 arcsec^2; substructure-sensitive             (a), (b)
-:func:`arcsinh_intensity`             (N, H, W) pixel values in arcsinh units                 (b)
-:func:`arcsinh_bin_edges`             fixed edges for the pixel-intensity histogram           (b)
-:func:`radial_profile`                (N, n_bins) img per px, over r (arcsec)                 (c)
-:func:`power_spectrum`                (N, n_bins) img^2 arcsec^2, over k (1/arcsec)           (c)
-:func:`residual_spectrum`             (N, n_bins) as power_spectrum, of the residual          (c)
-====================================  ======================================================  =========
+======================  ===================================================  ========
+function                output                                               use
+======================  ===================================================  ========
+total_flux              (N,) img * px                                        (a), (b)
+ring_fit / ring_radius  (N,) ring radius (tracks theta_E), width; arcsec     (a), (b)
+quadrupole_moments      (N,) q_xx, q_yy, q_xy arcsec^2; e1, e2; size arcsec  (a), (b)
+residual_power          (N,) arcsec^2, fractional; substructure-sensitive    (a), (b)
+arcsinh_intensity       (N, H, W) pixel values in arcsinh units              (b)
+arcsinh_bin_edges       fixed edges for the pixel-intensity histogram        (b)
+radial_profile          (N, n_bins) img per px, over r (arcsec)              (c)
+power_spectrum          (N, n_bins) img^2 arcsec^2, over k (1/arcsec)        (c)
+residual_spectrum       (N, n_bins) arcsec^2 over k: the ring's residual     (c)
+======================  ===================================================  ========
 
 (a) per-event scalar features for the classifier / FPD ("high-level"); (b) histograms for separation
 power with fixed bin edges (pixel intensities are flattened over events and pixels, the (a) scalars are
 histogrammed one value per event); (c) per-event curves whose mean and spread over events are plotted.
 :func:`observables_dataset` returns all of them as one labelled ``xarray.Dataset`` (dims ``event``,
-``r``, ``k``; units in attrs).
+``r``, ``k``, ``k_res``; units in attrs), and :func:`scalar_features` the (a) scalars as a dict keyed as
+:data:`SCALARS` (name -> units, description: the shape of ``FeatureLayout.scalars``).
 
 Normalisations (stated once, used everywhere):
 - power spectrum: P(k) = a_pix |DFT(f)|^2 / N_pix with numpy's unnormalised DFT, a_pix = pixel_scale^2
@@ -48,8 +49,8 @@ from typing import Any
 import numpy as np
 
 # Default arcsinh softening in img units: for the Euclid-VIS-like reference (counts/s per 0.101" pixel)
-# the sky noise per pixel is ~0.01-0.02 counts/s, so values below ~0.05 stay linear (noise) and the
-# bright lens centre and arcs are compressed logarithmically.
+# the sky noise per pixel is 0.011 counts/s (measured on the test images), so values below ~0.05 stay
+# linear (noise) and the bright lens centre and arcs (up to ~20 counts/s) are compressed logarithmically.
 ARCSINH_SCALE = 0.05
 
 
