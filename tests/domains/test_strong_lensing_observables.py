@@ -299,28 +299,29 @@ def _subhalos(theta_e: float, rng: np.random.Generator, n: int, log_m: tuple[flo
 
 
 def test_residual_power_rises_with_subhalos_at_fixed_noise_seed() -> None:
-    """Thirty 1e9-1e10 Msun TNFW subhalos near the ring raise residual_power in most images; a new noise
-    seed alone does not move it systematically (the statistic is not noise).
+    """Thirty TNFW subhalos near the ring raise residual_power at a fixed noise seed; a new noise seed
+    alone does not move it (the statistic is not noise).
 
-    Measured (seeds below, 12 lenses): with subhalos the ratio sub / smooth has mean 1.38 and rises in
-    11 of 12 images (0.62-1.91); noise reseeding alone gives mean 0.997 (5 of 12 up, 0.90-1.06). With
-    1e8-1e9 Msun subhalos the same images give mean 1.04 (10 of 12 up, 0.91-1.16): at this Euclid-like
-    resolution their effect is within the per-image noise scatter, so the test uses the heavier ones.
+    The statistic's settings were chosen on other seeds (36 lenses); these 16 were held out. Measured
+    here, ratio to the smooth lens: 1e9-1e10 Msun subhalos mean 1.275 (median 1.18, 13 of 16 up, 0.80 to
+    3.02); 1e8-1e9 Msun mean 1.034 (median 1.009, 10 of 16 up, 0.97 to 1.20); noise reseeded mean 0.999
+    (0.972 to 1.014). At this Euclid-like resolution light subhalos move it by a few per cent: visible in
+    the mean over lenses, not lens by lens.
     """
-    smooth, sub, reseeded = [], [], []
-    theta = np.random.default_rng(5).uniform(0.8, 1.8, size=12)
+    n = 16
+    theta = np.random.default_rng(21).uniform(0.8, 1.8, size=n)
+    samples: dict[str, list[np.ndarray]] = {"smooth": [], "heavy": [], "light": [], "reseeded": []}
     for i, t in enumerate(theta):
-        halos = _subhalos(t, np.random.default_rng(100 + i), 30, (9.0, 10.0))
-        smooth.append(lens_image(t, np.random.default_rng(1000 + i), noise_seed=i))
-        sub.append(lens_image(t, np.random.default_rng(1000 + i), noise_seed=i, subhalos=halos))
-        reseeded.append(lens_image(t, np.random.default_rng(1000 + i), noise_seed=500 + i))
-    base = obs.residual_power(np.stack(smooth), PIXEL)
-    with_sub = obs.residual_power(np.stack(sub), PIXEL)
-    noise_only = obs.residual_power(np.stack(reseeded), PIXEL)
-    ratio, control = with_sub / base, noise_only / base
-    assert ratio.mean() > 1.2 and (ratio > 1).sum() >= 10, ratio
-    assert abs(control.mean() - 1) < 0.1, control
-    assert ratio.mean() - 1 > 3 * abs(control.mean() - 1)
+        samples["smooth"].append(lens_image(t, np.random.default_rng(5000 + i), noise_seed=i))
+        for name, log_m in (("heavy", (9.0, 10.0)), ("light", (8.0, 9.0))):
+            halos = _subhalos(t, np.random.default_rng(600 + i), 30, log_m)
+            samples[name].append(lens_image(t, np.random.default_rng(5000 + i), noise_seed=i, subhalos=halos))
+        samples["reseeded"].append(lens_image(t, np.random.default_rng(5000 + i), noise_seed=700 + i))
+    power = {name: obs.residual_power(np.stack(images), PIXEL) for name, images in samples.items()}
+    heavy, light, control = (power[name] / power["smooth"] for name in ("heavy", "light", "reseeded"))
+    assert heavy.mean() > 1.15 and (heavy > 1).sum() >= 12, heavy
+    assert abs(control.mean() - 1) < 0.01 and np.abs(control - 1).max() < 0.05, control
+    assert light.mean() - 1 > 2 * control.std(), (light, control.std())
 
 
 def test_angular_smooth_model_keeps_smooth_images_and_leaves_compact_blobs() -> None:
