@@ -1,1 +1,0 @@
-"""Strong galaxy-galaxy lensing domain (issue 6)."""
