@@ -71,6 +71,9 @@ class SimulateConfig(Settings):
             raise ConfigError("simulate.z_lens/z_source: expected the source behind the lens (z_source > z_lens)")
 
 
+LensSettings = SimulateConfig  # the module-level name, for annotations inside StrongLensing
+
+
 class StrongLensing:
     name = "strong_lensing"
     SimulateConfig = SimulateConfig
@@ -96,7 +99,7 @@ class StrongLensing:
         self.condition_labels = tuple(f"{n} [{u}]" for n, u in cols)
 
     # ---- reference simulator -------------------------------------------------------------------
-    def simulate(self, cfg: SimulateConfig, out_path: Path, *, progress: bool = True) -> dict[str, float]:
+    def simulate(self, cfg: LensSettings, out_path: Path, *, progress: bool = True) -> dict[str, float]:
         from surrogate.simulators.lenstronomy_lens import simulate
 
         cond_columns = columns(cfg)

@@ -85,7 +85,7 @@ def check_file(path: str | Path) -> int:
                                  f"({images.shape[0]}, M) floating point")
             column_names(f, NUISANCE, path)
         scale = f.attrs.get("pixel_scale_arcsec")
-        if scale is None or not np.isscalar(scale) or not np.isfinite(scale) or float(scale) <= 0:
+        if not isinstance(scale, (int, float, np.integer, np.floating)) or not np.isfinite(scale) or scale <= 0:
             raise InputError(path, "attrs['pixel_scale_arcsec']", f"{scale!r}, expected a pixel scale > 0 arcsec")
         return int(images.shape[0])
 

@@ -63,6 +63,12 @@ class BlockResult:
 
 def run_block(settings: Settings, start: int, stop: int) -> BlockResult:
     """Simulate images [start, stop) (the unit a worker runs)."""
+    # Imported before the clocks start: a worker's first import (seconds) is no image's cost.
+    import lenstronomy.SimulationAPI.sim_api  # noqa: F401
+
+    if settings.tier == "pyhalo":
+        import pyHalo.PresetModels.cdm
+        import pyHalo.PresetModels.wdm  # noqa: F401
     n = stop - start
     images = np.empty((n, settings.num_pix, settings.num_pix), dtype=np.float32)
     cond = np.empty((n, len(columns(settings))), dtype=np.float32)
