@@ -162,6 +162,7 @@ def draw_pyhalo(settings: Settings, cond: np.ndarray, seq: np.random.SeedSequenc
         saved = np.random.get_state()  # noqa: NPY002 -- pyHalo reads the global state
         try:
             np.random.seed(int(seq.generate_state(1, dtype=np.uint32)[0]))  # noqa: NPY002
+            _reset_pyhalo_tables()
             if s.pyhalo_model == "wdm":
                 from pyHalo.PresetModels.wdm import WDM
 
@@ -175,6 +176,20 @@ def draw_pyhalo(settings: Settings, cond: np.ndarray, seq: np.random.SeedSequenc
             np.random.set_state(saved)  # noqa: NPY002
     return Substructure(names=list(names), kwargs=[dict(k) for k in kwargs],
                         redshifts=[float(z) for z in redshifts])
+
+
+def _reset_pyhalo_tables() -> None:
+    """Put pyHalo's module-level truncation-radius table back to its import-time range.
+
+    pyHalo 1.4.5 (Halos/galacticus_truncation/transfer_function_density_profile.py) keeps one global
+    interpolation table whose range only grows (x_min halves, x_max doubles) as masses outside it arrive,
+    so a halo's r_trunc depended on the images drawn before it in the same process (measured: up to 2e-7
+    arcsec): files differed with the number of workers. Reset, the table depends on this realisation only.
+    """
+    from pyHalo.Halos.galacticus_truncation import transfer_function_density_profile as table
+
+    table.x_min, table.x_max = 1.0e-6, 1.0e4  # the module's initial values
+    table.Mass_table_Initialized = False
 
 
 def band_kwargs(settings: Settings) -> dict[str, Any]:
