@@ -82,6 +82,26 @@ def test_write_events_takes_flat_blocks_and_fills_the_pixel_scale(tmp_path: Path
     assert DOMAIN.read_events(path)[0].tobytes() == flat.tobytes()
 
 
+def test_derived_files_inherit_columns_and_instrument_from_their_sample(tmp_path: Path) -> None:
+    """prepare's splits name their sources, generate its conditions file: a subhalos-tier sample's tenth
+    column and its noise level carry over (without them the writer could not name the columns)."""
+    images, cond = _events(6)
+    cond10 = np.column_stack([cond, np.linspace(0, 3, 6, dtype=np.float32)])
+    sample = tmp_path / "subhalos.h5"
+    schema.write_file(sample, [(images, cond10)], 6, (SIDE, SIDE), (*COLUMNS, ("sub_density", "arcsec^-2")),
+                      {**ATTRS, "background_noise_e_per_s": 0.02, "tier": "subhalos", "seed": 9})
+    for key, value in (("sources", f'["{sample}"]'), ("conditions_from", str(sample))):
+        path = tmp_path / f"derived_{key}.h5"
+        DOMAIN.write_events(path, [(images.reshape(6, -1), cond10)], 6, {key: value, "seed": 4})
+        assert DOMAIN.check_file(path) == 6
+        with h5py.File(path) as f:
+            assert list(f[schema.CONDITIONS].attrs["columns"])[-1] == "sub_density"
+            assert f.attrs["tier"] == "subhalos" and f.attrs["background_noise_e_per_s"] == 0.02
+            assert f.attrs["seed"] == 4  # the file's own attributes win
+    with pytest.raises(ValueError, match="expected \\(6, 9\\)"):  # 10 columns, no sample to name them
+        DOMAIN.write_events(tmp_path / "unnamed.h5", [(images.reshape(6, -1), cond10)], 6, {})
+
+
 def _rewrite(path: Path, edit: Any) -> Path:
     with h5py.File(path, "a") as f:
         edit(f)

@@ -187,12 +187,17 @@ class StrongLensing:
                      dtype: str = "float32") -> None:
         """Stream (images (n, H*W) or (n, H, W) e-/s, cond (n, K)) blocks into ``path``.
 
-        The columns are this domain's (default tier, unless ``attrs`` carries ``condition_columns`` and
-        ``condition_units``); ``pixel_scale_arcsec`` defaults to the default settings' when absent.
+        A file derived from a sample in this layout -- ``attrs["conditions_from"]`` (generate) or the first
+        of ``attrs["sources"]`` (prepare's JSON list) -- gives the condition columns and the instrument
+        attributes (schema.INHERITED_ATTRS) that ``attrs`` does not set. Otherwise: the default tier's
+        columns and pixel scale.
         """
         attrs = dict(attrs)
-        names = tuple(attrs.pop("condition_columns", self.condition_names))
-        units = tuple(attrs.pop("condition_units", self.condition_units))
+        cols: tuple[tuple[str, str], ...] = tuple(zip(self.condition_names, self.condition_units, strict=True))
+        origin = _origin(attrs)
+        if origin is not None:
+            cols, inherited = schema.description(origin)
+            attrs = {**inherited, **attrs}
         attrs.setdefault("pixel_scale_arcsec", self.defaults.pixel_scale_arcsec)
         side = self.defaults.num_pix
         blocks = iter(chunks)
@@ -206,8 +211,7 @@ class StrongLensing:
             for block in blocks:
                 yield tuple(block)
 
-        schema.write_file(path, all_blocks(), n_events, (side, side), tuple(zip(names, units, strict=True)), attrs,
-                          dtype=dtype)
+        schema.write_file(path, all_blocks(), n_events, (side, side), cols, attrs, dtype=dtype)
 
     def read_events(self, path: str | Path, max_events: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """(images (N, H*W), conditions (N, K)) float32 (float64 files stay float64), values checked."""
@@ -265,6 +269,28 @@ def _side(images: np.ndarray) -> int:
     if images.ndim != 2 or side * side != images.shape[1]:
         raise ValueError(f"write_events: images of shape {images.shape}, expected (n, H, W) or (n, H*W) square")
     return side
+
+
+def _origin(attrs: Mapping[str, Any]) -> str | None:
+    """The sample a file is derived from, if it is a readable file in this layout (see write_events)."""
+    import json
+
+    candidates = [attrs.get("conditions_from")]
+    sources = attrs.get("sources")
+    if isinstance(sources, str):
+        try:
+            listed = json.loads(sources)
+        except ValueError:
+            listed = []
+        candidates += listed[:1] if isinstance(listed, list) else []
+    for candidate in candidates:
+        if isinstance(candidate, str) and Path(candidate).is_file():
+            try:
+                schema.check_file(candidate)
+            except InputError:
+                continue
+            return candidate
+    return None
 
 
 def _source_of(events: LazyEvents) -> str:

@@ -33,6 +33,12 @@ BASE_NAMES = tuple(name for name, _ in BASE_COLUMNS)
 # Tier columns after the base ones and the lowest value each may physically take (None = any finite value).
 EXTRA_MINIMUM: dict[str, float | None] = {"sub_density": 0.0, "sigma_sub": 0.0, "log10_m_hm": None}
 
+# Root attributes that describe the instrument and the physics of a sample: files derived from a sample
+# (prepare's splits, generated images) carry them over from it (StrongLensing.write_events).
+INHERITED_ATTRS = ("pixel_scale_arcsec", "psf_type", "psf_fwhm_arcsec", "supersampling", "exposure_time_s",
+                   "num_exposures", "magnitude_zero_point", "sky_brightness_mag_arcsec2", "read_noise_e", "noise",
+                   "background_noise_e_per_s", "tier", "lens_profile", "pyhalo_model", "z_lens", "z_source")
+
 # ---- value checks --------------------------------------------------------------------------------------
 # Bad values (always an error): NaN/inf anywhere; conditions outside physics: theta_E <= 0, a lens
 # ellipticity |(e1, e2)| >= 1 (lenstronomy's e = (1 - q) / (1 + q) < 1), a shear |(gamma1, gamma2)| >= 1
@@ -108,6 +114,15 @@ def columns_and_units(path: str | Path) -> tuple[tuple[str, ...], tuple[str, ...
     with open_h5(path) as f:
         cond = require_dataset(f, CONDITIONS)
         return column_names(f, CONDITIONS, path), tuple(_text(u) for u in np.atleast_1d(cond.attrs["units"]))
+
+
+def description(path: str | Path) -> tuple[tuple[tuple[str, str], ...], dict[str, Any]]:
+    """A checked file's condition (name, units) pairs and its INHERITED_ATTRS."""
+    check_file(path)
+    names, units = columns_and_units(path)
+    with open_h5(path) as f:
+        attrs = {k: f.attrs[k] for k in INHERITED_ATTRS if k in f.attrs}
+    return tuple(zip(names, units, strict=True)), attrs
 
 
 def _text(value: Any) -> str:
@@ -245,7 +260,11 @@ def write_file(path: str | Path, blocks: Iterable[tuple[np.ndarray, ...]], n_eve
                 raise ValueError(f"write_file: blocks of {len(block)} arrays, expected {len(datasets)}")
             datasets[0][start:start + n] = np.asarray(block[0], dtype=dtype).reshape(n, h, w)
             for ds, values in zip(datasets[1:], block[1:], strict=False):
-                ds[start:start + n] = np.asarray(values, dtype=dtype).reshape(n, ds.shape[1])
+                values = np.asarray(values, dtype=dtype)
+                if values.size != n * ds.shape[1]:
+                    raise ValueError(f"write_file: {ds.name.lstrip('/')} block of shape {values.shape}, expected "
+                                     f"({n}, {ds.shape[1]}) for columns {list(ds.attrs['columns'])}")
+                ds[start:start + n] = values.reshape(n, ds.shape[1])
             start += n
         if start != n_events:
             raise ValueError(f"write_file: got {start} events, announced {n_events}")
