@@ -238,7 +238,11 @@ def render(settings: Settings, cond: np.ndarray, nuisance: np.ndarray, sub: Subs
                          z_source=s.z_source, z_source_convention=s.z_source)
     model["lens_model_list"] = lens_names
     sim = SimAPI(num_pix=s.num_pix, kwargs_single_band=band_kwargs(s), kwargs_model=model)
-    light = [{"magnitude": ll_mag, "R_sersic": ll_r, "n_sersic": ll_n, "e1": e1 + ll_de1, "e2": e2 + ll_de2,
+    # Light aligned with the mass up to the drawn offset, kept below |e| = 0.9 (wide lens_e_max settings
+    # plus the offset could otherwise reach |e| >= 1, which is no ellipse).
+    le1, le2 = e1 + ll_de1, e2 + ll_de2
+    shrink = min(1.0, 0.9 / max(math.hypot(le1, le2), 1e-12))
+    light = [{"magnitude": ll_mag, "R_sersic": ll_r, "n_sersic": ll_n, "e1": le1 * shrink, "e2": le2 * shrink,
               "center_x": 0.0, "center_y": 0.0}] if lens_light else []
     source = [{"magnitude": src_mag, "R_sersic": src_r, "n_sersic": src_n, "e1": src_e1, "e2": src_e2,
                "center_x": src_x, "center_y": src_y}]
