@@ -1,0 +1,315 @@
+"""Strong galaxy-galaxy lensing images with lenstronomy 1.14.2 (and pyHalo 1.4.5 for the substructure tier).
+
+Physics (physics.py): SIE or EPL main deflector + external shear, elliptical Sersic lens light and source,
+Gaussian PSF, sky + read + Poisson noise, Euclid-VIS-like defaults (settings.py). Tiers: ``smooth``;
+``subhalos`` (lenstronomy TNFW subhalos in the lens plane, ~2 ms each, their number set by the
+``sub_density`` condition); ``pyhalo`` (pyHalo CDM or WDM realisations with line-of-sight halos, traced
+through many planes; ``sigma_sub`` and, for WDM, ``log10_m_hm`` are conditions).
+
+Sharding: shard j holds images [j * shard_events, (j + 1) * shard_events); image i is seeded from
+``SeedSequence([seed, i])``, so a file depends on the settings and the seed only, never on n_workers,
+the scheduler or shard_events. Finished shards are kept beside the output (``.<name>.shards/``) until
+the file is written, so an interrupted call resumes at the next shard with the same bytes.
+
+This package knows nothing of the domain's file layout: ``simulate`` hands numpy blocks to a ``write``
+function it is given.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from surrogate.errors import OutputExistsError, SurrogateError
+from surrogate.simulators.lenstronomy_lens import physics
+from surrogate.simulators.lenstronomy_lens.physics import BASE_COLUMNS, NUISANCE, columns
+from surrogate.simulators.lenstronomy_lens.settings import Settings
+
+__all__ = ["BASE_COLUMNS", "NUISANCE", "LenstronomyLens", "Settings", "attrs", "columns", "run_block", "simulate"]
+
+Blocks = Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]  # (images (n, H, W), cond (n, K), nuisance (n, M))
+Writer = Callable[[Path, Blocks, int, dict[str, Any]], None]
+
+
+def plain(settings: Settings) -> Settings:
+    """The settings as this package's own dataclass (a domain's subclass need not be importable on workers)."""
+    return Settings(**{f.name: getattr(settings, f.name) for f in fields(Settings)})
+
+
+@dataclass(frozen=True)
+class BlockResult:
+    """Images [start, stop) and what they cost."""
+
+    start: int
+    images: np.ndarray  # (n, H, W) float32, e-/s
+    cond: np.ndarray  # (n, K) float32, units of columns(settings)
+    nuisance: np.ndarray  # (n, M) float32, units of NUISANCE
+    n_halos: np.ndarray  # (n,) int64: extra lens models (subhalos, line-of-sight halos, mass sheets)
+    realisation_seconds: np.ndarray  # (n,) float64: drawing the substructure
+    render_seconds: np.ndarray  # (n,) float64: ray tracing, PSF and noise
+
+
+def run_block(settings: Settings, start: int, stop: int) -> BlockResult:
+    """Simulate images [start, stop) (the unit a worker runs)."""
+    # Imported before the clocks start: a worker's first import (seconds) is no image's cost.
+    import lenstronomy.SimulationAPI.sim_api  # noqa: F401
+
+    if settings.tier == "pyhalo":
+        import pyHalo.PresetModels.cdm
+        import pyHalo.PresetModels.wdm  # noqa: F401
+    n = stop - start
+    images = np.empty((n, settings.num_pix, settings.num_pix), dtype=np.float32)
+    cond = np.empty((n, len(columns(settings))), dtype=np.float32)
+    nuisance = np.empty((n, len(NUISANCE)), dtype=np.float32)
+    n_halos = np.zeros(n, dtype=np.int64)
+    t_real = np.zeros(n)
+    t_render = np.zeros(n)
+    for k, index in enumerate(range(start, stop)):
+        drawn, noise_rng = physics.draw(settings, index)
+        t0 = time.perf_counter()
+        images[k] = physics.render(settings, drawn.cond, drawn.nuisance, drawn.sub,
+                                   noise_rng if settings.noise else None)
+        t_render[k] = time.perf_counter() - t0
+        t_real[k] = drawn.realisation_seconds
+        cond[k] = drawn.cond
+        nuisance[k] = drawn.nuisance
+        n_halos[k] = len(drawn.sub.names) if drawn.sub is not None else 0
+    return BlockResult(start, images, cond, nuisance, n_halos, t_real, t_render)
+
+
+def attrs(settings: Settings) -> dict[str, Any]:
+    """File attributes: instrument, noise, tier, versions and seed (everything needed to reproduce it)."""
+    import lenstronomy
+
+    s = settings
+    out: dict[str, Any] = {
+        "simulator": f"lenstronomy {lenstronomy.__version__} SimAPI (surrogate.simulators.lenstronomy_lens)",
+        "lenstronomy_version": lenstronomy.__version__,
+        "tier": s.tier,
+        "lens_profile": s.lens_profile,
+        "pixel_scale_arcsec": s.pixel_scale_arcsec,
+        "psf_type": "GAUSSIAN",
+        "psf_fwhm_arcsec": s.psf_fwhm_arcsec,
+        "supersampling": s.supersampling,
+        "exposure_time_s": s.exposure_time_s,
+        "num_exposures": s.num_exposures,
+        "magnitude_zero_point": s.magnitude_zero_point,
+        "sky_brightness_mag_arcsec2": s.sky_brightness_mag_arcsec2,
+        "read_noise_e": s.read_noise_e,
+        "noise": "sky + read + Poisson (Gaussian approximation, lenstronomy estimate_noise)" if s.noise else "none",
+        "background_noise_e_per_s": physics.background_sigma(s) if s.noise else 0.0,
+        "z_lens": s.z_lens,
+        "z_source": s.z_source,
+        "seed": s.seed,
+        "settings": json.dumps(asdict(plain(s)), sort_keys=True),
+    }
+    if s.tier == "pyhalo":
+        import pyHalo
+
+        out["pyhalo_version"] = getattr(pyHalo, "__version__", "1.4.5")
+        out["pyhalo_model"] = s.pyhalo_model
+    return out
+
+
+def simulate(settings: Settings, out_path: Path, write: Writer, *, progress: bool = True) -> dict[str, float]:
+    """Simulate ``settings.n_events`` images and hand them, in order, to ``write(out_path, blocks, n, attrs)``.
+
+    Returns n_events, wall_seconds, ms_per_image (summed worker time per image), ms_realisation and
+    ms_render (its two parts), mean_halos (extra lens models per image) and resumed_images (images of
+    shards kept from an interrupted earlier call).
+    """
+    start = time.perf_counter()
+    settings = plain(settings)
+    out_path = Path(out_path)
+    if out_path.exists():  # refuse before spending CPU hours, not only at the final rename
+        raise OutputExistsError(out_path)
+    n, step = settings.n_events, settings.shard_events
+    shards = [(lo, min(lo + step, n)) for lo in range(0, n, step)]
+    store = _ShardStore(out_path.with_name(f".{out_path.name}.shards"), _shard_key(settings))
+    todo = [s for s in shards if not store.has(s[0])]
+    kept = n - sum(hi - lo for lo, hi in todo)
+    try:
+        with _Pool(settings) as pool:
+            for result in pool.map_ordered(todo, progress=progress, done=kept):
+                store.save(result)
+    except BaseException:
+        store.remove_if_empty()  # finished shards stay for the next call; an empty folder does not
+        raise
+    totals = {"real": 0.0, "render": 0.0, "halos": 0.0}
+
+    def blocks() -> Blocks:
+        for lo, _ in shards:
+            r = store.load(lo)
+            totals["real"] += float(r.realisation_seconds.sum())
+            totals["render"] += float(r.render_seconds.sum())
+            totals["halos"] += float(r.n_halos.sum())
+            yield r.images, r.cond, r.nuisance
+
+    write(out_path, blocks(), n, attrs(settings))
+    store.remove()
+    return {
+        "n_events": float(n),
+        "wall_seconds": time.perf_counter() - start,
+        "ms_per_image": 1e3 * (totals["real"] + totals["render"]) / n,
+        "ms_realisation": 1e3 * totals["real"] / n,
+        "ms_render": 1e3 * totals["render"] / n,
+        "mean_halos": totals["halos"] / n,
+        "resumed_images": float(kept),
+    }
+
+
+class LenstronomyLens:
+    """The :class:`~surrogate.simulators.Simulator` protocol: images at given conditions, in memory.
+
+    ``LenstronomyLens(settings)(cond (N, K), seed)`` -> images (N, num_pix * num_pix) float32 e-/s. The
+    nuisance parameters, substructure and noise of row i come from ``SeedSequence([seed, i])``.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = plain(settings)
+
+    def __call__(self, cond: np.ndarray, seed: int) -> np.ndarray:
+        s = self.settings
+        cond = np.asarray(cond, dtype=np.float64)
+        if cond.ndim != 2 or cond.shape[1] != len(columns(s)) or not np.isfinite(cond).all():
+            raise SurrogateError(f"conditions: expected a finite (N, {len(columns(s))}) array "
+                                 f"({', '.join(c for c, _ in columns(s))}), got shape {cond.shape}")
+        out = np.empty((len(cond), s.num_pix * s.num_pix), dtype=np.float32)
+        for i, row in enumerate(cond):
+            _, nuisance_rng, sub_seq, noise_rng = physics.streams(seed, i)
+            sub = physics.substructure(s, row, sub_seq)
+            image = physics.render(s, row, physics.draw_nuisance(s, nuisance_rng), sub,
+                                   noise_rng if s.noise else None)
+            out[i] = image.reshape(-1)
+        return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Kept shards
+
+
+def _shard_key(settings: Settings) -> str:
+    """What a kept shard depends on: every setting but how the work is spread (workers, scheduler)."""
+    values = {k: v for k, v in asdict(settings).items() if k not in ("n_workers", "scheduler")}
+    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class _ShardStore:
+    """Finished shards as one ``.npz`` each, written beside their final name and renamed into place; a key
+    file says which settings they belong to (shards of other settings are removed, never reused)."""
+
+    def __init__(self, folder: Path, key: str) -> None:
+        self.folder = folder
+        key_file = folder / "settings.key"
+        if folder.exists() and (not key_file.exists() or key_file.read_text() != key):
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        if not key_file.exists():
+            tmp = folder / ".settings.key.partial"
+            tmp.write_text(key)
+            tmp.rename(key_file)
+
+    def _path(self, start: int) -> Path:
+        return self.folder / f"shard_{start:09d}.npz"
+
+    def has(self, start: int) -> bool:
+        return self._path(start).exists()
+
+    def save(self, r: BlockResult) -> None:
+        tmp = self.folder / f".shard_{r.start:09d}.{os.getpid()}.partial.npz"
+        np.savez(tmp, images=r.images, cond=r.cond, nuisance=r.nuisance, n_halos=r.n_halos,
+                 realisation_seconds=r.realisation_seconds, render_seconds=r.render_seconds)
+        os.replace(tmp, self._path(r.start))
+
+    def load(self, start: int) -> BlockResult:
+        with np.load(self._path(start)) as f:
+            return BlockResult(start, *(np.asarray(f[k]) for k in (
+                "images", "cond", "nuisance", "n_halos", "realisation_seconds", "render_seconds")))
+
+    def remove(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def remove_if_empty(self) -> None:
+        if not any(self.folder.glob("shard_*.npz")):
+            self.remove()
+
+
+# --------------------------------------------------------------------------------------------------
+# Workers
+
+
+class _Pool:
+    """Shards on a dask.distributed LocalCluster: ``threads`` = one in-process worker with n_workers threads
+    (lenstronomy's numpy work releases the GIL only in part), ``distributed`` = n_workers processes.
+
+    Futures are collected in shard order while later shards run (at most two per worker in flight), so
+    shards stream to disk with bounded memory, whatever order they finish in.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._stack = contextlib.ExitStack()
+        self.client: Any = None
+
+    def __enter__(self) -> _Pool:
+        from distributed import Client, LocalCluster
+
+        s = self.settings
+        processes = s.scheduler == "distributed"
+        try:
+            # In-process clusters talk over inproc://, which takes no host; worker processes over TCP.
+            where = {"host": "127.0.0.1"} if processes else {}
+            cluster = self._stack.enter_context(LocalCluster(
+                n_workers=s.n_workers if processes else 1, threads_per_worker=1 if processes else s.n_workers,
+                processes=processes, dashboard_address=":0", scheduler_kwargs={"dashboard": False},
+                memory_limit=0, silence_logs=logging.CRITICAL, **where))
+            self.client = self._stack.enter_context(Client(cluster))
+        except BaseException:
+            self._stack.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+
+    def map_ordered(self, shards: list[tuple[int, int]], *, progress: bool, done: int = 0) -> Iterator[BlockResult]:
+        from tqdm import tqdm
+
+        client = self.client
+        window = 2 * self.settings.n_workers
+        pending: dict[int, Any] = {}
+        submitted = 0
+        total = done + sum(hi - lo for lo, hi in shards)
+        bar = tqdm(total=total, initial=done, unit="image", desc=f"lenstronomy {self.settings.tier}",
+                   file=sys.stderr, disable=not progress, dynamic_ncols=True)
+        try:
+            for position, (lo, hi) in enumerate(shards):
+                while submitted < len(shards) and submitted < position + window:
+                    a, b = shards[submitted]
+                    pending[submitted] = client.submit(run_block, self.settings, a, b, pure=False)
+                    submitted += 1
+                future = pending.pop(position)
+                try:
+                    result = future.result()
+                except Exception as exc:
+                    raise SurrogateError(f"lenstronomy failed on images {lo}-{hi - 1} ({self.settings.tier} "
+                                         f"tier): {type(exc).__name__}: {exc}") from None
+                future.release()
+                bar.update(hi - lo)
+                yield result
+        finally:
+            bar.close()
+            for future in pending.values():
+                future.cancel()
