@@ -233,14 +233,20 @@ class Thresholds:
         "kpd_x1e3": Range(None), "mean_separation_power": Range(0, 1)}
 
     def __post_init__(self) -> None:
-        for name, allowed in self.RANGES.items():
-            limit: Limit = getattr(self, name)
-            if limit.of_floor and not (math.isfinite(limit.value) and limit.value > 0):
-                raise ConfigError(f"validate.thresholds.{name}: expected a finite multiple > 0 of the floor, "
-                                  f"got {limit}")
-            if not limit.of_floor and limit.value not in allowed:
-                raise ConfigError(f"validate.thresholds.{name}: expected {allowed.describe()} or '<k>x floor', "
-                                  f"got {limit.value}")
+        check_limits(self)
+
+
+def check_limits(thresholds: Any) -> None:
+    """ConfigError naming ``validate.thresholds.<name>`` for a limit outside its RANGES entry (any domain's
+    thresholds dataclass); a floor multiple must be a finite k > 0."""
+    for name, allowed in thresholds.RANGES.items():
+        limit: Limit = getattr(thresholds, name)
+        if limit.of_floor and not (math.isfinite(limit.value) and limit.value > 0):
+            raise ConfigError(f"validate.thresholds.{name}: expected a finite multiple > 0 of the floor, "
+                              f"got {limit}")
+        if not limit.of_floor and limit.value not in allowed:
+            raise ConfigError(f"validate.thresholds.{name}: expected {allowed.describe()} or '<k>x floor', "
+                              f"got {limit.value}")
 
 
 @dataclass(frozen=True)
@@ -385,6 +391,11 @@ def _build(cls: Any, values: dict[str, Any], where: str) -> Any:
         return cls(**kwargs)
     except TypeError as exc:
         raise ConfigError(f"{where or 'config'}: {exc}") from None
+
+
+def build_section(cls: Any, values: dict[str, Any], where: str) -> Any:
+    """One config section (a dataclass) from plain values, checked as load_config checks it."""
+    return _build(cls, values, where)
 
 
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:

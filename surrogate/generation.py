@@ -40,7 +40,7 @@ class Surrogate:
 
         self.generator = generator
         self.device = device
-        self.domain = get_domain(ckpt["domain"])
+        self.domain = _configured(get_domain(ckpt["domain"]), ckpt)
         self.transform = transform_from_dict(ckpt["transform"])
         self.latent_dim = ModelSpec.from_dict(ckpt["model_spec"]).z_dim  # length of z, noise included
         self.n_cond = int(ckpt["model_spec"]["n_cond"])
@@ -153,3 +153,18 @@ def export_generator(ckpt: dict[str, Any], path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(slim, path)
     return path
+
+
+def _configured(domain: Any, ckpt: dict[str, Any]) -> Any:
+    """The domain set up for the simulate settings the checkpoint was trained with (its condition names);
+    the plain domain where the checkpoint's settings no longer load (an older config)."""
+    from surrogate.config import build_section
+    from surrogate.errors import ConfigError
+
+    simulate = (ckpt.get("config") or {}).get("simulate")
+    if not isinstance(simulate, dict):
+        return domain
+    try:
+        return domain.configured(build_section(domain.SimulateConfig, simulate, "simulate"))
+    except ConfigError:
+        return domain

@@ -37,7 +37,7 @@ from typing import Any
 
 from surrogate import runfolder
 from surrogate.config import Config, config_to_dict, dump_config
-from surrogate.domains import get_domain
+from surrogate.domains import domain_for
 from surrogate.errors import InputError, OutputExistsError, SurrogateError
 
 STAGES = ("simulate", "prepare", "train", "generate", "validate")
@@ -137,7 +137,7 @@ def run_simulate(cfg: Config, run_dir: Path, *, tracker: Any = None, progress: b
                  continue_run: bool = False) -> StageResult:
     """The reference simulator into ``run_dir/simulate``. ``continue_run``: keep a finished stage whose
     settings are unchanged (and set a stale one aside) instead of refusing it (module docstring)."""
-    domain = get_domain(cfg.domain)
+    domain = domain_for(cfg)
     key = runfolder.stage_key("simulate", stage_settings(cfg, "simulate"), ())
     kept = _kept(run_dir, "simulate", key, continue_run=continue_run)
     if kept:
@@ -162,7 +162,7 @@ def run_prepare(cfg: Config, run_dir: Path, *, tracker: Any = None, progress: bo
                 continue_run: bool = False) -> StageResult:
     from surrogate.data.prepare import dask_scheduler, prepare_store
 
-    domain = get_domain(cfg.domain)
+    domain = domain_for(cfg)
     inputs = cfg.prepare.inputs or (str(_default_input(
         "", run_dir / "simulate" / domain.events_file, "prepare.inputs",
         "run `surrogate simulate` into this --out first, or set prepare.inputs")),)
@@ -193,7 +193,7 @@ def _in_training_evaluator(cfg: Config, store_dir: Path) -> Any:
     """The cheap validation metrics on the validation split, computed by the same code as `validate`."""
     from surrogate.validation import quick_metrics
 
-    domain = get_domain(cfg.domain)
+    domain = domain_for(cfg)
     ref_path = store_dir / "reference_val.h5"
     if cfg.train.validate_every <= 0 or not ref_path.exists():
         return None
@@ -257,7 +257,7 @@ def run_generate(cfg: Config, run_dir: Path, *, tracker: Any = None, progress: b
     from surrogate.generation import ExtrapolationWarning, Surrogate, read_conditions
     from surrogate.tracking import download_model
 
-    domain = get_domain(cfg.domain)
+    domain = domain_for(cfg)
     gcfg = cfg.generate
     from_mlflow = gcfg.checkpoint.startswith(("runs:/", "models:/", "mlflow-artifacts:/"))
     ckpt_path = Path(gcfg.checkpoint)
@@ -398,7 +398,7 @@ def run_validate(cfg: Config, run_dir: Path, *, tracker: Any = None, progress: b
                  continue_run: bool = False) -> StageResult:
     from surrogate.validation import validate_files
 
-    domain = get_domain(cfg.domain)
+    domain = domain_for(cfg)
     gen, ref, ref_b, baselines = validate_inputs(cfg, run_dir)
     # the floor's reference and the baselines are inputs too: a changed file redoes the stage
     inputs = [gen, ref, *([ref_b] if ref_b else []), *baselines.values()]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from surrogate.errors import ConfigError
 
@@ -25,3 +25,13 @@ def get_domain(name: str) -> Domain:
         raise ConfigError(f"domain: unknown domain {name!r} (available: {', '.join(available())})")
     module = importlib.import_module(f"surrogate.domains.{name}")
     return module.DOMAIN
+
+
+def domain_for(cfg: Any) -> Domain:
+    """The domain of a config, set up for its simulate settings (event shape, condition columns).
+
+    ``cfg``: a surrogate.config.Config (its ``domain`` and ``simulate``). A domain whose event shape or
+    conditions depend on its simulator's settings (an image size, a tier with more conditions) returns
+    an instance for them; others return their one instance.
+    """
+    return get_domain(cfg.domain).configured(cfg.simulate)

@@ -104,6 +104,10 @@ class Domain(Protocol):
     critic_feature_groups: int  # contiguous equal groups of features whose energy sums the critic sees; 0 = none
     event_shape: tuple[int, ...]  # axes of one event, slowest first: the data vector is this, flattened in C order
 
+    def configured(self, settings: Any) -> Domain:
+        """The domain for these simulate settings (its SimulateConfig): the event shape and condition
+        columns they give. Domains whose shapes do not depend on the settings return themselves."""
+
     def simulate(self, cfg: Any, out_path: Path, *, progress: bool = True) -> dict[str, float]:
         """Run the reference simulator, write ``out_path`` in the domain's layout, return summary numbers."""
 

@@ -152,9 +152,9 @@ def read_transform_dict(store_dir: Path) -> dict[str, Any]:
 
 
 def model_spec(cfg: Config, n_features: int, n_cond: int) -> ModelSpec:
-    from surrogate.domains import get_domain
+    from surrogate.domains import domain_for
 
-    domain = get_domain(cfg.domain)
+    domain = domain_for(cfg)
     t = cfg.train
     groups = domain.critic_feature_groups if t.physics_critic else 0
     if groups and n_features % groups:

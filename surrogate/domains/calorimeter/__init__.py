@@ -89,6 +89,10 @@ class Calorimeter:
         self.critic_feature_groups = self.geometry.n_layers
         self.event_shape: tuple[int, ...] = self.geometry.shape  # (layer, alpha, r)
 
+    def configured(self, settings: Any) -> Calorimeter:
+        """Itself: the dataset-2 readout does not depend on the simulator's settings."""
+        return self
+
     # ---- reference simulator -------------------------------------------------------------------
     def simulate(self, cfg: Geant4Settings, out_path: Path, *, progress: bool = True) -> dict[str, float]:
         from surrogate.simulators import geant4_calo

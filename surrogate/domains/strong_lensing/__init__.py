@@ -15,15 +15,24 @@ from typing import Any, ClassVar
 import numpy as np
 
 from surrogate.config import NON_NEGATIVE, POSITIVE, SEED, ConfigError, Range, check_ranges
-from surrogate.domains.base import FeatureLayout, HistogramSpec, LazyEvents
-from surrogate.domains.strong_lensing import schema
-from surrogate.domains.strong_lensing.transform import ArcsinhTransform, register
+from surrogate.domains.base import Condition, FeatureLayout, HistogramSpec, LazyEvents
+from surrogate.domains.strong_lensing import schema, validation
+from surrogate.domains.strong_lensing.transform import ArcsinhTransform
 from surrogate.errors import InputError
 from surrogate.simulators.lenstronomy_lens import NUISANCE as NUISANCE_COLUMNS
 from surrogate.simulators.lenstronomy_lens import Settings, columns
 from surrogate.simulators.lenstronomy_lens.settings import LENS_PROFILES, PYHALO_MODELS, SCHEDULERS, TIERS
 
-register()
+__all__ = ["DOMAIN", "TRANSFORMS", "SimulateConfig", "StrongLensing"]
+
+TRANSFORMS = {ArcsinhTransform.name: ArcsinhTransform.from_dict}
+# What each condition column is, for messages and axis labels (units come from the simulator's columns).
+DESCRIPTIONS = {"theta_E": "Einstein radius", "lens_e1": "lens ellipticity e1", "lens_e2": "lens ellipticity e2",
+                "gamma1": "external shear gamma1", "gamma2": "external shear gamma2",
+                "source_x": "source x position", "source_y": "source y position",
+                "source_mag": "source magnitude", "source_R_sersic": "source half-light radius",
+                "sub_density": "subhalo surface density", "sigma_sub": "subhalo mass-function normalisation",
+                "log10_m_hm": "half-mode mass (log10)"}
 
 _ANY = Range()
 _ELLIPTICITY = Range(0, 0.7)  # per component; |(e1, e2)| stays below 1 (0.7 sqrt 2 = 0.99)
@@ -77,9 +86,17 @@ LensSettings = SimulateConfig  # the module-level name, for annotations inside S
 class StrongLensing:
     name = "strong_lensing"
     SimulateConfig = SimulateConfig
-    # issue 6 item 3: the conditional image GAN is not in surrogate.models yet; the lead names it here.
-    default_model = "image_cgan"
+    Thresholds = validation.Thresholds
+    default_model = "image_gan"
     transform = ArcsinhTransform.name
+    events_file = "images.h5"
+    protocol = "ours"  # no published validation protocol for lensing surrogates: every metric is labelled ours
+    protocol_note = ("No published protocol scores strong-lensing surrogates, so every metric here is ours: "
+                     "separation powers of the image observables, a CNN classifier on the images (with their "
+                     "conditions), parameter recovery by a regression CNN trained on reference images "
+                     "(bias and scatter per condition; theta_E's are thresholded), per-theta_E-bin ring "
+                     "radius and flux, and the MLP classifier, FPD, KPD and PRDC on the scalar observables, "
+                     "log profile and log power spectrum.")
     reference_note = ("The built-in reference is lenstronomy 1.14.2 (SimAPI): SIE/EPL + external shear, "
                       "elliptical Sersic lens light and source, Gaussian PSF, sky + read + Poisson noise "
                       "(Gaussian approximation), Euclid-VIS-like; substructure tiers from lenstronomy TNFW "
@@ -96,7 +113,13 @@ class StrongLensing:
         self.n_cond = len(cols)
         self.condition_names = tuple(name for name, _ in cols)
         self.condition_units = tuple(units for _, units in cols)
-        self.condition_labels = tuple(f"{n} [{u}]" for n, u in cols)
+        self.conditions = tuple(Condition(n, u, DESCRIPTIONS.get(n, n)) for n, u in cols)
+        self.pixel_scale = float(self.defaults.pixel_scale_arcsec)
+        self.metrics = validation.metrics(self.condition_names)
+
+    def configured(self, settings: Any) -> StrongLensing:
+        """The domain for these simulate settings: image size, pixel scale and the tier's condition columns."""
+        return self if settings == self.defaults or settings is None else StrongLensing(settings)
 
     # ---- reference simulator -------------------------------------------------------------------
     def simulate(self, cfg: LensSettings, out_path: Path, *, progress: bool = True) -> dict[str, float]:
@@ -239,26 +262,37 @@ class StrongLensing:
     def fit_transform_lazy(self, events: LazyEvents) -> Any:
         return ArcsinhTransform.lazy_fit(events.data, events.cond)
 
-    # ---- validation: issue 6 item 4 -----------------------------------------------------------------
-    # The lead adds these from the lensing observables module (issue 6 item 4); until then they refuse.
+    # ---- validation (validation.py) ---------------------------------------------------------------------
+    def _images(self, data: np.ndarray) -> np.ndarray:
+        side = _side(np.asarray(data))
+        return np.asarray(data, dtype=np.float64).reshape(len(data), side, side)
+
     def features(self, data: np.ndarray, cond: np.ndarray) -> dict[str, np.ndarray]:
-        raise NotImplementedError("strong_lensing observables: issue 6 item 4")
+        return validation.features(self._images(data), self.pixel_scale)
 
     def histogram_specs(self, features: Mapping[str, np.ndarray],
                         flat: Mapping[str, np.ndarray]) -> list[HistogramSpec]:
-        raise NotImplementedError("strong_lensing observables: issue 6 item 4")
+        return validation.histogram_specs(features, flat)
 
     def low_level_inputs(self, data: np.ndarray, cond: np.ndarray) -> np.ndarray:
-        raise NotImplementedError("strong_lensing observables: issue 6 item 4")
+        """The images themselves, (N, H*W) float32 e-/s (the CNN classifier and parameter recovery)."""
+        return np.asarray(data, dtype=np.float32)
 
     def high_level_inputs(self, features: dict[str, np.ndarray]) -> np.ndarray:
-        raise NotImplementedError("strong_lensing observables: issue 6 item 4")
+        return validation.high_level_inputs(features)
 
     def feature_layout(self) -> FeatureLayout:
-        raise NotImplementedError("strong_lensing observables: issue 6 item 4")
+        return validation.feature_layout((self.event_shape[0], self.event_shape[1]), self.pixel_scale)
 
     def flat_observables(self, data: np.ndarray, cond: np.ndarray) -> dict[str, np.ndarray]:
-        raise NotImplementedError("strong_lensing observables: issue 6 item 4")
+        from surrogate.domains.strong_lensing.observables import arcsinh_intensity
+
+        return {"pixel_asinh": arcsinh_intensity(np.asarray(data)).ravel()}
+
+    def extra_plots(self, reference: tuple[np.ndarray, np.ndarray],
+                    columns: Mapping[str, tuple[np.ndarray, np.ndarray]], out_dir: Path) -> list[Path]:
+        return validation.extra_plots(reference, columns, out_dir, _side(np.asarray(reference[0])),
+                                      self.pixel_scale)
 
 
 def _side(images: np.ndarray) -> int:

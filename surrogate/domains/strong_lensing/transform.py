@@ -170,10 +170,3 @@ class _ArcsinhFit:
         std = max(float(np.sqrt(max(var, 0.0))), STD_FLOOR)
         return ArcsinhTransform(mean=mean, std=std, cond_lo=self._lo, cond_hi=self._hi,
                                 n_features=self._n_features, scale=self._scale)
-
-
-def register() -> None:
-    """Make the transform loadable by name (surrogate.data.transforms' registry) for prepare/train/generate."""
-    from surrogate.data.transforms import TRANSFORMS
-
-    TRANSFORMS.setdefault(ArcsinhTransform.name, ArcsinhTransform.from_dict)
