@@ -68,8 +68,7 @@ class Surrogate:
         """
         cond = np.asarray(cond, dtype=np.float64).reshape(-1, self.n_cond)
         lo, hi = self.transform.condition_range()
-        # float32 round trip of the fitted bounds: 1e-6 relative slack
-        outside = (cond < lo * (1 - 1e-6)) | (cond > hi * (1 + 1e-6))
+        outside = outside_range(cond, lo, hi)
         if not outside.any():
             return
         event, column = (int(i) for i in np.argwhere(outside)[0])
@@ -168,3 +167,14 @@ def _configured(domain: Any, ckpt: dict[str, Any]) -> Any:
         return domain.configured(build_section(domain.SimulateConfig, simulate, "simulate"))
     except ConfigError:
         return domain
+
+
+def outside_range(cond: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """(N, n_cond) bool: True where a condition lies outside [lo, hi] (n_cond,) each.
+
+    The bounds come through a float32 round trip, so 1e-6 of the larger bound's magnitude is slack (a
+    relative factor on the bound itself would shrink a negative lower bound's range instead of widening
+    it: the lowest training value of a signed condition would count as outside).
+    """
+    slack = 1e-6 * np.maximum(np.abs(lo), np.abs(hi))
+    return np.asarray((cond < lo - slack) | (cond > hi + slack))
