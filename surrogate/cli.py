@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         result = stages.RUNNERS[args.command](cfg, run_dir, progress=not args.quiet)
         print(f"{args.command}: {result.out_dir} ({result.seconds:.1f} s)")
         if result.passed is not None:
-            _print_validation(result.metrics)
+            _print_validation(cfg, result.metrics)
             print(f"verdict: {'PASS' if result.passed else 'FAIL'}; report: {result.outputs['report']}")
             for failure in result.failures:
                 print(f"  {failure}")
@@ -196,7 +196,7 @@ def _run_all(cfg: Config, run_dir: Path, *, progress: bool) -> int:
         print(f"  {r.stage:<9} {r.seconds:7.1f} s  {r.out_dir}{'  (kept)' if r.kept else ''}")
     final = results[-1]
     metrics = final.metrics
-    _print_validation(metrics)
+    _print_validation(cfg, metrics)
     print(f"verdict: {'PASS' if final.passed else 'FAIL'}")
     for failure in final.failures:
         print(f"  {failure}")
@@ -238,10 +238,13 @@ def _is_run_folder(path: Path) -> bool:
     return not (names - {LOG_DIR}) or "config.yaml" in names or bool(names & set(STAGES))
 
 
-def _print_validation(metrics: dict[str, float]) -> None:
-    """The headline metrics as columns: floor, surrogate and every baseline (names as logged to MLflow)."""
-    keys = ("auc_low_level", "auc_high_level", "fpd_x1e3", "kpd_x1e3", "mean_separation_power", "precision",
-            "recall", "density", "coverage")
+def _print_validation(cfg: Config, metrics: dict[str, float]) -> None:
+    """The domain's headline metrics as columns: floor, surrogate and every baseline (names as in MLflow)."""
+    from surrogate.domains import domain_for
+    from surrogate.validation.compute import headline_names
+
+    keys = [k for k in headline_names(domain_for(cfg).metrics) if not k.endswith("_err")
+            and k not in ("max_separation_power", "jsd_low_level", "jsd_high_level", "jsd_cnn")]
     baselines = sorted(k.removesuffix("_fpd_x1e3") for k in metrics
                        if k.endswith("_fpd_x1e3") and k != "floor_fpd_x1e3")
     columns = [("floor", "floor_"), ("surrogate", ""), *((name, f"{name}_") for name in baselines)]
