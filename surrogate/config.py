@@ -103,7 +103,7 @@ class TrainConfig:
     layer_norm: bool = True  # LayerNorm after the generator's hidden layers
     physics_critic: bool = True  # critic also sees the domain's feature-group sums (Domain.critic_feature_groups)
     augment: bool = True  # real batches pass through the critic's symmetry augmentation, if the model has one
-    voxel_noise: bool = True  # calo_shower: one more N(0, 1) latent per voxel jitters its shape logit
+    feature_noise: bool = True  # G also takes one N(0, 1) latent per feature, if the model can (FEATURE_NOISE)
     batch_size: int = 128  # events per optimiser step
     steps: int = 2000  # generator updates in total
     n_critic: int = 1  # discriminator updates per generator update
@@ -375,14 +375,29 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
 RENAMED = {"generate.energies_from": "generate.conditions_from"}
 
 
+def _new_name(dotted: str) -> str | None:
+    """The current name of a config key that was renamed: RENAMED, or a train.* key a model declares
+    it once had (its ``FORMER_NAMES``, which also rename that key in its checkpoints); None if not renamed."""
+    if dotted in RENAMED:
+        return RENAMED[dotted]
+    section, _, key = dotted.partition(".")
+    if section == "train":
+        from surrogate.models import former_names  # lazily: the models import this module
+
+        new = former_names().get(key)
+        return f"train.{new}" if new else None
+    return None
+
+
 def _build(cls: Any, values: dict[str, Any], where: str) -> Any:
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:
         prefix = f"{where}." if where else ""
-        if f"{prefix}{unknown[0]}" in RENAMED:
-            raise ConfigError(f"{prefix}{unknown[0]}: renamed to {RENAMED[prefix + unknown[0]]}")
+        new = _new_name(f"{prefix}{unknown[0]}")
+        if new is not None:
+            raise ConfigError(f"{prefix}{unknown[0]}: renamed to {new}")
         raise ConfigError(f"{prefix}{unknown[0]}: unknown config key (known: {', '.join(sorted(names))})")
     kwargs = {}
     for key, value in values.items():

@@ -56,6 +56,7 @@ def test_round_trip_through_plain_dict() -> None:
     ("prepare.test_fraction=0.95", "prepare.val_fraction/test_fraction"),
     ("bogus=1", "bogus: unknown config key"),
     ("generate.energies_from=x.h5", "generate.energies_from: renamed to generate.conditions_from"),
+    ("train.voxel_noise=false", "train.voxel_noise: renamed to train.feature_noise$"),  # calo_shower's FORMER_NAMES
     ("generate.dtype=float16", "generate.dtype: expected one of float32, float64"),
     ("validate.classifier_dtype=half", "validate.classifier_dtype: expected one of float32, float64"),
     ("validate.classifier_patience=-1", "validate.classifier_patience: expected a number >= 0, got -1"),

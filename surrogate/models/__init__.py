@@ -9,7 +9,11 @@ A model is a module in this package that defines ``build(**sizes, generator, ...
 such module, so this file names none) and, if it has hyperparameters of its own, ``OPTIONS: dict[str,
 Option]``: each with a default, a type and the values it may take. The config's ``train.model_options`` sets
 them; :func:`resolve_options` checks them and fills in defaults, and the resolved mapping travels in
-``ModelSpec.options`` (so a checkpoint keeps the values it was built with).
+``ModelSpec.options`` (so a checkpoint keeps the values it was built with). A model whose generator can
+take one extra N(0, 1) latent per feature says so with ``FEATURE_NOISE = True`` (``ModelSpec.feature_noise``,
+``train.feature_noise``; its ``build`` then takes ``feature_noise``). A model that owned a setting before
+generic code took it over names the old key in ``FORMER_NAMES: dict[str, str]`` (old -> new), so configs
+and checkpoints written with the old key still load.
 """
 
 from __future__ import annotations
@@ -30,8 +34,6 @@ if TYPE_CHECKING:
     from torch import Generator, nn
 
 Builder = Callable[..., "tuple[nn.Module, nn.Module]"]
-# models whose generator can take one extra latent per feature (ModelSpec.voxel_noise)
-VOXEL_NOISE_MODELS = frozenset({"calo_shower"})
 OPTIONS_KEY = "train.model_options"  # where options come from, as error messages name it
 
 
@@ -78,7 +80,7 @@ class ModelSpec:
     layer_norm: bool = True  # LayerNorm after the generator's hidden layers
     feature_groups: int = 0  # critic also sees the log sums of this many contiguous feature groups; 0 = off
     event_shape: tuple[int, ...] = ()  # axes of one event, slowest first: (layers, alpha, r), (H, W); () = flat
-    voxel_noise: bool = False  # z also holds one N(0, 1) value per feature (models in VOXEL_NOISE_MODELS)
+    feature_noise: bool = False  # z also holds one N(0, 1) value per feature (models with FEATURE_NOISE)
     options: dict[str, Any] = field(default_factory=dict)  # the model's own hyperparameters, defaults filled in
 
     def __post_init__(self) -> None:
@@ -87,14 +89,18 @@ class ModelSpec:
 
     @property
     def z_dim(self) -> int:
-        """Length of the z the generator takes: latent_dim, plus n_features with voxel_noise."""
-        return self.latent_dim + (self.n_features if self.voxel_noise else 0)
+        """Length of the z the generator takes: latent_dim, plus n_features with feature_noise."""
+        return self.latent_dim + (self.n_features if self.feature_noise else 0)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], *, where: str = "checkpoint") -> ModelSpec:
+        """The spec a checkpoint saved; keys saved under a former name (:func:`former_names`) are renamed."""
+        if isinstance(d, dict):
+            renamed = former_names()
+            d = {renamed.get(key, key): value for key, value in d.items()}
         names = {f.name for f in dataclasses.fields(cls)}
         if not isinstance(d, dict) or not names >= set(d) or "name" not in d:
             raise InputError(where, "model_spec", f"expected a mapping with keys {sorted(names)}, got {d!r}")
@@ -115,6 +121,17 @@ def _registry() -> dict[str, ModuleType]:
 
 def available() -> list[str]:
     return sorted(_registry())
+
+
+def feature_noise_models() -> list[str]:
+    """Names of the models whose generator takes one more latent per feature (``FEATURE_NOISE = True``)."""
+    return sorted(name for name, module in _registry().items() if getattr(module, "FEATURE_NOISE", False))
+
+
+def former_names() -> dict[str, str]:
+    """Old -> new name of every ModelSpec field and train.* key some model declares it once had."""
+    return {old: new for module in _registry().values()
+            for old, new in getattr(module, "FORMER_NAMES", {}).items()}
 
 
 def _module(name: str) -> ModuleType:
@@ -146,7 +163,7 @@ def resolve_options(name: str, given: Mapping[str, Any] | None = None) -> dict[s
 
 def build_models(name: str, *, n_features: int, n_cond: int, latent_dim: int, hidden_g: int,
                  hidden_d: int, layer_norm: bool = True, feature_groups: int = 0,
-                 event_shape: tuple[int, ...] = (), voxel_noise: bool = False,
+                 event_shape: tuple[int, ...] = (), feature_noise: bool = False,
                  options: Mapping[str, Any] | None = None, transform: dict[str, Any] | None = None,
                  generator: Generator | None = None) -> tuple[nn.Module, nn.Module]:
     """Build ``(G, D)`` of the registered model ``name``, initialised from ``generator``.
@@ -154,9 +171,9 @@ def build_models(name: str, *, n_features: int, n_cond: int, latent_dim: int, hi
     ``generator`` (a CPU ``torch.Generator``) makes initialisation reproducible without the global RNG;
     None means a generator seeded with 0. ``transform`` (the fitted transform's dict) is what a critic
     with ``feature_groups`` computes its energy sums through, and what a structured generator maps its
-    showers into model space with; a rebuild from a checkpoint needs none (the networks hold it as
+    events into model space with; a rebuild from a checkpoint needs none (the networks hold it as
     buffers). ``event_shape`` (layers, alpha, r) is what a structured model shapes its output by; flat
-    models ignore it. ``voxel_noise`` (only for VOXEL_NOISE_MODELS): G takes z of latent_dim +
+    models ignore it. ``feature_noise`` (only for :func:`feature_noise_models`): G takes z of latent_dim +
     n_features values. ``options``: the model's own hyperparameters (:func:`resolve_options`; unset ones
     take their defaults); a model that declares none is built exactly as before options existed.
     """
@@ -166,10 +183,10 @@ def build_models(name: str, *, n_features: int, n_cond: int, latent_dim: int, hi
     resolved = resolve_options(name, options)
     if generator is None:
         generator = torch.Generator().manual_seed(0)
-    if voxel_noise and name not in VOXEL_NOISE_MODELS:
-        raise ConfigError(f"train.voxel_noise: model {name!r} takes no per-voxel noise "
-                          f"(models that do: {', '.join(sorted(VOXEL_NOISE_MODELS))})")
-    extra: dict[str, Any] = {"voxel_noise": True} if voxel_noise else {}
+    if feature_noise and not getattr(module, "FEATURE_NOISE", False):
+        raise ConfigError(f"train.feature_noise: model {name!r} takes no per-feature noise "
+                          f"(models that do: {', '.join(feature_noise_models())})")
+    extra: dict[str, Any] = {"feature_noise": True} if feature_noise else {}
     if resolved:
         extra["options"] = resolved
     builder: Builder = module.build
@@ -183,5 +200,5 @@ def build_from_spec(spec: ModelSpec, generator: Generator | None = None, *,
     return build_models(spec.name, n_features=spec.n_features, n_cond=spec.n_cond,
                         latent_dim=spec.latent_dim, hidden_g=spec.hidden_g, hidden_d=spec.hidden_d,
                         layer_norm=spec.layer_norm, feature_groups=spec.feature_groups,
-                        event_shape=spec.event_shape, voxel_noise=spec.voxel_noise, options=spec.options,
+                        event_shape=spec.event_shape, feature_noise=spec.feature_noise, options=spec.options,
                         transform=transform, generator=generator)

@@ -61,6 +61,9 @@ HEAD_GAIN = 0.1  # the output heads start small, so the first showers are the fi
 # penalty, spent on thousands of voxels, had no slope left to stop it
 R_MAX = 2.0
 NOISE_START = 1.0  # starting per-voxel noise scale (e-folds): real hit energies spread by ~1-2 e-folds
+FEATURE_NOISE = True  # G can take one extra N(0, 1) latent per voxel (train.feature_noise; the registry reads it)
+# the generic setting was this model's own, under its old name, before the rename: old configs and checkpoints
+FORMER_NAMES = {"voxel_noise": "feature_noise"}
 WIDTH_FLOOR = 1e-2  # bins^2 added under the critic's width square roots: finite gradients in empty layers
 
 
@@ -341,10 +344,10 @@ def rotate_alpha(x: torch.Tensor, src: torch.Tensor, transform: TransformBuffers
 
 def build(*, n_features: int, n_cond: int, latent_dim: int, hidden_g: int, hidden_d: int, layer_norm: bool,
           generator: torch.Generator, feature_groups: int = 0, event_shape: tuple[int, ...] = (),
-          transform: dict[str, Any] | None = None, voxel_noise: bool = False) -> tuple[nn.Module, nn.Module]:
+          transform: dict[str, Any] | None = None, feature_noise: bool = False) -> tuple[nn.Module, nn.Module]:
     """``event_shape`` (layers, alpha, r) must multiply to ``n_features``; () = one layer of one alpha bin.
 
-    ``feature_groups`` > 0 turns on the critic's observables; ``voxel_noise``: G takes z of latent_dim +
+    ``feature_groups`` > 0 turns on the critic's observables; ``feature_noise``: G takes z of latent_dim +
     n_features values, the second part per-voxel noise. ``transform`` (a fitted transform's dict)
     fills both networks' buffers and the generator's starting biases; without it they are left for
     ``load_state_dict`` (a rebuild from a checkpoint).
@@ -356,7 +359,7 @@ def build(*, n_features: int, n_cond: int, latent_dim: int, hidden_g: int, hidde
     # nn.Linear initialises itself from the global RNG on construction; fork it so building a model
     # leaves the global stream untouched, then draw the real initialisation from ``generator``.
     with torch.random.fork_rng(devices=[]):
-        g = ShowerGenerator(shape3, n_cond, latent_dim, hidden_g, layer_norm, voxel_noise)
+        g = ShowerGenerator(shape3, n_cond, latent_dim, hidden_g, layer_norm, voxel_noise=feature_noise)
         d = ShowerCritic(shape3, n_cond, hidden_d, physics=feature_groups > 0)
     heads = {g.response, g.layers, g.cells}
     for module in itertools.chain(g.modules(), d.modules()):

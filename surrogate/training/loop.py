@@ -32,7 +32,7 @@ from surrogate.config import Config, config_to_dict
 from surrogate.data.hdf5 import open_h5
 from surrogate.data.loader import StoreLoader
 from surrogate.errors import InputError, SurrogateError
-from surrogate.models import VOXEL_NOISE_MODELS, ModelSpec, build_from_spec, resolve_options
+from surrogate.models import ModelSpec, build_from_spec, feature_noise_models, former_names, resolve_options
 from surrogate.training import distributed
 from surrogate.training.checkpoint import load_checkpoint, save_checkpoint
 from surrogate.training.ema import EMA
@@ -166,7 +166,7 @@ def model_spec(cfg: Config, n_features: int, n_cond: int) -> ModelSpec:
     return ModelSpec(name=name, n_features=n_features, n_cond=n_cond,
                      latent_dim=t.latent_dim, hidden_g=t.hidden_g, hidden_d=t.hidden_d, layer_norm=t.layer_norm,
                      feature_groups=groups, event_shape=shape,
-                     voxel_noise=t.voxel_noise and name in VOXEL_NOISE_MODELS,
+                     feature_noise=t.feature_noise and name in feature_noise_models(),
                      options=resolve_options(name, t.model_options))
 
 
@@ -198,7 +198,9 @@ def check_resumable(ckpt: dict[str, Any], path: str, cfg: Config, store: dict[st
     if old.get("domain") != new["domain"]:
         raise SurrogateError(f"train.resume: {path} is a {old.get('domain')!r} run, this config is "
                              f"{new['domain']!r}")
-    old_train, new_train = old.get("train", {}), new["train"]
+    renamed = former_names()  # a checkpoint written before a train.* key was renamed holds the old key
+    old_train = {renamed.get(key, key): value for key, value in old.get("train", {}).items()}
+    new_train = new["train"]
     for key in sorted(set(old_train) | set(new_train)):
         old_value = old_train.get(key, ADDED_KEYS.get(key))
         if key not in RESUME_MAY_CHANGE and old_value != new_train.get(key):

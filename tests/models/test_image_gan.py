@@ -211,7 +211,7 @@ def test_models_without_options_refuse_any_and_old_specs_still_load() -> None:
     assert resolve_options("calo_mlp") == {}
     old = {"name": "calo_mlp", "n_features": 8, "n_cond": 1, "latent_dim": 4, "hidden_g": 8, "hidden_d": 8,
            "layer_norm": True, "feature_groups": 0, "event_shape": [], "voxel_noise": False}  # pre-options
-    assert ModelSpec.from_dict(old).options == {}
+    assert ModelSpec.from_dict(old).options == {} and ModelSpec.from_dict(old).feature_noise is False
     with pytest.raises(InputError, match=r"model_spec\.options: expected a mapping"):
         ModelSpec.from_dict({**old, "options": [1]})
 

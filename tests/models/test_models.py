@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from surrogate.errors import ConfigError
-from surrogate.models import ModelSpec, available, build_from_spec, build_models
+from surrogate.models import ModelSpec, available, build_from_spec, build_models, feature_noise_models
 
 SPEC = ModelSpec(name="calo_mlp", n_features=6480, n_cond=1, latent_dim=64, hidden_g=256, hidden_d=256)
 
@@ -87,6 +87,22 @@ def test_spec_round_trip_rebuilds_the_same_shapes() -> None:
     assert ModelSpec.from_dict(SPEC.to_dict()) == SPEC
     g, _ = build_from_spec(SPEC)
     assert g(torch.zeros(2, 64), torch.zeros(2, 1)).shape == (2, 6480)
+
+
+def test_feature_noise_is_declared_by_the_model_and_refused_by_the_others() -> None:
+    """calo_shower declares FEATURE_NOISE; a model that does not gets a one-line error naming the setting."""
+    assert feature_noise_models() == ["calo_shower"]
+    with pytest.raises(ConfigError, match=r"^train\.feature_noise: model 'calo_mlp' takes no per-feature noise "
+                                          r"\(models that do: calo_shower\)$"):
+        build_models("calo_mlp", n_features=8, n_cond=1, latent_dim=4, hidden_g=8, hidden_d=8, feature_noise=True)
+    spec = ModelSpec(name="calo_shower", n_features=8, n_cond=1, latent_dim=4, hidden_g=8, hidden_d=8,
+                     feature_noise=True)
+    assert spec.z_dim == 4 + 8
+    g, _ = build_from_spec(spec)
+    assert g(torch.zeros(2, 12), torch.zeros(2, 1)).shape == (2, 8)
+    # a spec saved before the rename (key voxel_noise) loads as the same spec
+    old = {("voxel_noise" if key == "feature_noise" else key): value for key, value in spec.to_dict().items()}
+    assert "feature_noise" not in old and ModelSpec.from_dict(old) == spec
 
 
 def test_unknown_model_is_a_config_error() -> None:

@@ -114,10 +114,10 @@ def test_physics_critic_sees_layer_energies_and_resumes_exactly(tmp_path: Path) 
               tmp_path / "c", progress=False)
 
 
-def test_calo_shower_resumes_exactly_with_augmentation_and_voxel_noise(tmp_path: Path) -> None:
+def test_calo_shower_resumes_exactly_with_augmentation_and_feature_noise(tmp_path: Path) -> None:
     """At the dataset-2 shape (45 x 16 x 9) the structured model augments real batches (random alpha
     rotations and reflections from the state's noise generator) and draws one latent per voxel; both
-    come back on resume, bit for bit."""
+    come back on resume, bit for bit, also from a checkpoint written before feature_noise was renamed."""
     store = write_store(tmp_path / "prepare", n_events=256, n_features=6480)
     cfg = {"model": "calo_shower", "n_critic": 2, "physics_critic": True, "batch_size": 16}
     straight = train(tiny_config(steps=6, checkpoint_every=100, **cfg), store, tmp_path / "a", progress=False)
@@ -127,7 +127,23 @@ def test_calo_shower_resumes_exactly_with_augmentation_and_voxel_noise(tmp_path:
     a, b = load_checkpoint(straight.checkpoint), load_checkpoint(resumed.checkpoint)
     for key in ("G", "D", "G_ema", "opt_g", "opt_d", "rng"):
         _assert_same_tensors(a[key], b[key], key)
-    assert a["model_spec"]["event_shape"] == (45, 16, 9) and a["model_spec"]["voxel_noise"] is True
+    assert a["model_spec"]["event_shape"] == (45, 16, 9) and a["model_spec"]["feature_noise"] is True
+    # the half-way checkpoint as the code before the rename wrote it: the setting under its old name
+    old = load_checkpoint(half.checkpoint)
+    old["model_spec"] = {("voxel_noise" if k == "feature_noise" else k): v for k, v in old["model_spec"].items()}
+    old["config"]["train"] = {("voxel_noise" if k == "feature_noise" else k): v
+                              for k, v in old["config"]["train"].items()}
+    assert old["model_spec"]["voxel_noise"] is True and old["config"]["train"]["voxel_noise"] is True
+    torch.save(old, tmp_path / "old.pt")
+    from_old = train(tiny_config(steps=6, checkpoint_every=100, resume=str(tmp_path / "old.pt"), **cfg), store,
+                     tmp_path / "d", progress=False)
+    c = load_checkpoint(from_old.checkpoint)
+    for key in ("G", "D", "G_ema", "opt_g", "opt_d", "rng"):
+        _assert_same_tensors(a[key], c[key], key)
+    # ... and a changed setting is still refused under its new name
+    with pytest.raises(SurrogateError, match=r"trained with train\.feature_noise=True, this config has False"):
+        train(tiny_config(steps=6, resume=str(tmp_path / "old.pt"), feature_noise=False, **cfg), store,
+              tmp_path / "e", progress=False)
     # the augmentation is part of the run: without it the critic ends elsewhere
     plain = train(tiny_config(steps=6, checkpoint_every=100, augment=False, **cfg), store, tmp_path / "c",
                   progress=False)
