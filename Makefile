@@ -1,12 +1,13 @@
 # Two entry points, both self-installing on a fresh machine:
 #   make quickstart   every stage on the built-in Geant4 reference, report in runs/
+#                     (make quickstart-lensing: the same for strong lensing)
 #   make test         the test suite (slow tests: make test-slow)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: quickstart test test-slow lint install
+.PHONY: quickstart quickstart-lensing test test-slow lint install
 
 install: $(STAMP)
 
@@ -23,6 +24,10 @@ $(STAMP): pyproject.toml
 # quickstart succeeds; a bad input or a crash (exit 2 or more) still fails it.
 quickstart: $(STAMP)
 	$(BIN)/surrogate run configs/calorimeter/quickstart.yaml || [ $$? -eq 1 ]
+
+# The second domain: strong gravitational lensing (lenstronomy reference, conditional image GAN).
+quickstart-lensing: $(STAMP)
+	$(BIN)/surrogate run configs/strong_lensing/quickstart.yaml || [ $$? -eq 1 ]
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
