@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 import numpy as np
 
@@ -102,7 +103,8 @@ def parameter_recovery(x_ref: np.ndarray, cond_ref: np.ndarray, x_gen: np.ndarra
                        seed: int, names: Sequence[str] | None = None, channels: tuple[int, ...] = (8, 16, 32, 64),
                        hidden: int = 64, epochs: int = 40, patience: int = 5, lr: float = 1e-3,
                        batch_size: int = 64, arcsinh_scale: float | None = None,
-                       device: str = "cpu", num_threads: int = 0) -> RegressionResult:
+                       device: str = "cpu", num_threads: int = 0,
+                       cache: dict[Any, Any] | None = None) -> RegressionResult:
     """Train a regression CNN on (N1, H, W) reference images and their (N1, K) conditions; recover the
     conditions of held-out reference images and of (N2, H, W) generated images with conditions (N2, K).
 
@@ -111,7 +113,10 @@ def parameter_recovery(x_ref: np.ndarray, cond_ref: np.ndarray, x_gen: np.ndarra
     deviation). The default network (four blocks of 8-64 channels, ~82k weights) is the
     classifier test's, sized for 64x64 images (0.17 s per step of 64 images on one busy core). H and W
     must be at least ``2 ** len(channels)``. ``num_threads``: torch CPU threads while
-    training (0: torch's setting; restored on return). Raises ValueError on shapes that do
+    training (0: torch's setting; restored on return). ``cache``: a dict the caller keeps across calls
+    that share the reference sample (the columns of one report): the network trained on it is reused,
+    so only the first call trains; the same seed and settings train the same network, so the numbers
+    are those of separate calls. Raises ValueError on shapes that do
     not match, non-finite values, a constant reference condition, fewer than 10 reference or 2
     generated images, or ``epochs`` < 1 / ``patience`` < 0.
     """
@@ -149,16 +154,24 @@ def parameter_recovery(x_ref: np.ndarray, cond_ref: np.ndarray, x_gen: np.ndarra
         return (torch.from_numpy(scaling.apply(x)).to(device), None,
                 torch.from_numpy(((c - mu) / sd).astype(np.float32)).to(device))
 
-    train_set = tensors(x_ref[train_idx], c_ref[train_idx])
-    val_set = tensors(x_ref[val_idx], c_ref[val_idx])
     test_set = tensors(x_ref[test_idx], c_ref[test_idx])
     gen_set = tensors(x_gen, c_gen)
 
-    generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
+    key = (id(x_ref), x_ref.shape, float(np.asarray(x_ref[:, 0]).sum()), seed, channels, hidden, epochs, patience,
+           lr, batch_size, arcsinh_scale, device)
     with torch_threads(num_threads):
-        model = build_cnn(channels, 0, k, hidden, generator).to(device)
-        fit = train(model, torch.nn.functional.mse_loss, train_set, val_set, epochs=epochs, patience=patience,
-                    lr=lr, batch_size=batch_size, generator=generator)
+        if cache is not None and key in cache:
+            model, fit = cache[key]
+        else:
+            train_set = tensors(x_ref[train_idx], c_ref[train_idx])
+            val_set = tensors(x_ref[val_idx], c_ref[val_idx])
+            generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
+            model = build_cnn(channels, 0, k, hidden, generator).to(device)
+            fit = train(model, torch.nn.functional.mse_loss, train_set, val_set, epochs=epochs, patience=patience,
+                        lr=lr, batch_size=batch_size, generator=generator)
+            if cache is not None:
+                cache.clear()  # one reference at a time: a report's columns share it
+                cache[key] = (model, fit)
         # predictions (N, K) back in the parameters' units
         pred_test, pred_gen = (predict(model, x, None, fit.batch_size).double().cpu().numpy() * sd + mu
                                for x, _, _ in (test_set, gen_set))

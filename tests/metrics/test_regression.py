@@ -83,6 +83,15 @@ def test_several_parameters_seeded_and_flattened_for_tracking() -> None:
                               **small) == first
     assert parameter_recovery(x[:200], cond[:200], x[200:], cond[200:], seed=8, names=["radius", "noise"],
                               **small) != first
+    # A cache shared by calls on the same reference trains once and gives what separate calls give.
+    cache: dict = {}
+    ref_x, ref_c = x[:200], cond[:200]
+    assert parameter_recovery(ref_x, ref_c, x[200:], cond[200:], seed=7, names=["radius", "noise"], cache=cache,
+                              **small) == first
+    assert len(cache) == 1
+    other = parameter_recovery(ref_x, ref_c, x[250:], cond[250:], seed=7, names=["radius", "noise"], cache=cache,
+                               **small)
+    assert other == parameter_recovery(ref_x, ref_c, x[250:], cond[250:], seed=7, names=["radius", "noise"], **small)
     assert [p.name for p in first.parameters] == ["radius", "noise"]
     metrics = first.to_metrics()
     assert metrics["recovery_radius_bias_generated"] == first["radius"].bias_generated

@@ -142,6 +142,8 @@ def _threads() -> int:
 
 
 def _recovery(names: Sequence[str]) -> Any:
+    trained: dict[Any, Any] = {}  # the network trained on a report's reference A, shared by its columns
+
     def run(specs: list[HistogramSpec], ref: Prepared, other: Prepared, cfg: ValidateConfig,
             seed: int) -> MetricResult:
         from surrogate.metrics.regression import parameter_recovery
@@ -151,7 +153,7 @@ def _recovery(names: Sequence[str]) -> Any:
         side = _side(ref)
         result = parameter_recovery(_images(ref, side), ref.cond, _images(other, side), other.cond, seed=seed,
                                     names=list(names)[:ref.cond.shape[1]], epochs=RECOVERY_EPOCHS,
-                                    patience=RECOVERY_PATIENCE, num_threads=_threads())
+                                    patience=RECOVERY_PATIENCE, num_threads=_threads(), cache=trained)
         values: dict[str, float] = {}
         for p in result.parameters:
             values[f"{p.name}_bias"] = p.bias_generated
@@ -251,7 +253,9 @@ def extra_plots(reference: tuple[np.ndarray, np.ndarray], columns: Mapping[str, 
         shown = [("reference A", ref_images[row], ref_cond[row])]
         for name in names:
             images, cond = columns[name]
-            nearest = int(np.argmin(np.sum((cond - ref_cond[row]) ** 2 / (np.var(ref_cond, axis=0) + 1e-12), axis=1)))
+            # nearest in theta_E first (the ring's size), the other conditions breaking near-ties
+            scaled = (cond - ref_cond[row]) ** 2 / (np.var(ref_cond, axis=0) + 1e-12)
+            nearest = int(np.argmin(100.0 * scaled[:, 0] + scaled[:, 1:].sum(axis=1)))
             shown.append((name, images[nearest].reshape(side, side), cond[nearest]))
         for ax, (label, image, c) in zip(axes[i], shown, strict=True):
             ax.imshow(obs.arcsinh_intensity(image), origin="lower", cmap="magma", extent=extent)
