@@ -25,27 +25,33 @@ CALORIMETER_WORDS = re.compile(
     re.IGNORECASE)
 # The calorimeter's own modules: where those words belong.
 CALORIMETER_MODULES = ("domains/calorimeter/", "simulators/geant4_calo/", "models/calo_", "baselines/gflash")
+# The same for strong lensing.
+LENSING_WORDS = re.compile(r"lens|theta_E|einstein|pyhalo|subhalo|sersic", re.IGNORECASE)
+LENSING_MODULES = ("domains/strong_lensing/", "simulators/lenstronomy_lens/")
 
 
 def _generic_modules() -> list[Path]:
     return [p for p in sorted(PACKAGE.rglob("*.py"))
-            if not p.relative_to(PACKAGE).as_posix().startswith(CALORIMETER_MODULES)]
+            if not p.relative_to(PACKAGE).as_posix().startswith(CALORIMETER_MODULES + LENSING_MODULES)]
 
 
-def test_generic_code_names_no_calorimeter_words() -> None:
+@pytest.mark.parametrize(("domain", "words"), [("calorimeter", CALORIMETER_WORDS), ("lensing", LENSING_WORDS)])
+def test_generic_code_names_no_domain_words(domain: str, words: re.Pattern[str]) -> None:
     hits = [f"{path.relative_to(PACKAGE)}:{n}: {line.strip()}"
             for path in _generic_modules()
-            for n, line in enumerate(path.read_text().splitlines(), 1) if CALORIMETER_WORDS.search(line)]
-    assert not hits, "calorimeter words in generic code:\n" + "\n".join(hits)
+            for n, line in enumerate(path.read_text().splitlines(), 1) if words.search(line)]
+    assert not hits, f"{domain} words in generic code:\n" + "\n".join(hits)
 
 
-def test_the_grep_sees_the_calorimeter() -> None:
-    """The word list is not vacuous: it finds the calorimeter's words in the calorimeter's own modules."""
+def test_the_grep_sees_the_domains() -> None:
+    """The word lists are not vacuous: they find each domain's words in its own modules."""
     generic = set(_generic_modules())
-    own = [p for p in sorted(PACKAGE.rglob("*.py")) if p not in generic]
-    assert len(own) >= 8 and len(generic) > 30
-    hits = sum(len(CALORIMETER_WORDS.findall(p.read_text())) for p in own)
-    assert hits > 500, hits
+    for words, prefixes in ((CALORIMETER_WORDS, CALORIMETER_MODULES), (LENSING_WORDS, LENSING_MODULES)):
+        own = [p for p in sorted(PACKAGE.rglob("*.py")) if p.relative_to(PACKAGE).as_posix().startswith(prefixes)]
+        assert len(own) >= 4
+        hits = sum(len(words.findall(p.read_text())) for p in own)
+        assert hits > 100, hits
+    assert len(generic) > 30
 
 
 def _imports(path: Path) -> set[str]:

@@ -1,4 +1,4 @@
-"""``image_gan``: conditional convolutional GAN for single-channel square images (lensing maps).
+"""``image_gan``: conditional convolutional GAN for single-channel square images (sky maps, detector images).
 
 The project's flat interface holds: x is (B, H*W) in model space, reshaped inside to (B, 1, H, W) with
 (H, W) = ``ModelSpec.event_shape`` (or the square root of ``n_features`` when the store gives no shape),
@@ -16,7 +16,7 @@ Discriminator: conv 3x3 (1 -> C_H) -> act, then per level [conv 4x4 stride 2 -> 
 downsampling; 0.44x the FLOPs of conv 3x3 + average pooling, which it replaced) down to 4x4, flatten ->
 linear -> act = h (B, F); logit = psi(h) + <V cond, h>, the projection discriminator (Miyato & Koyama 2018,
 arXiv:1802.05637, eq. 3) with a linear map V for continuous conditions. The flattened 4x4 map (not global
-pooling) keeps where things are, which a lens-centred image needs. No batch statistics anywhere in D:
+pooling) keeps where things are, which an image centred on its object needs. No batch statistics anywhere in D:
 WGAN-GP's penalty is per sample (Gulrajani et al. 2017, sec. 4). Spectral normalisation (Miyato et al. 2018,
 arXiv:1802.05957) of every weight is an option, on for D.
 
