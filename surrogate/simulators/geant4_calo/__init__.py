@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import re
 import sys
 import tempfile
@@ -42,6 +41,7 @@ import numpy as np
 
 from surrogate.errors import OutputExistsError, SurrogateError
 from surrogate.simulators.geant4_calo import build, worker
+from surrogate.simulators.shards import ShardStore, settings_key
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -88,24 +88,27 @@ def simulate(cfg: Any, out_path: Path, write: Writer, *, threshold_mev: float,
         raise OutputExistsError(out_path)
     shards = [_Shard(i, energies, seed) for i, (energies, seed) in
               enumerate(_plan(cfg.n_events, cfg.shard_events, cfg.seed, cfg.e_min_mev, cfg.e_max_mev))]
-    store = _ShardStore(out_path.with_name(f".{out_path.name}.shards"), _shard_key(cfg))
+    # What a kept shard depends on: every setting but the number of workers (and the event count, as
+    # shard i's content does not depend on how many shards follow, except for the last one's size).
+    store = ShardStore(out_path.with_name(f".{out_path.name}.shards"), settings_key(cfg, exclude=("n_workers",)),
+                       digits=7)
     todo = [s for s in shards if not store.has(s.index)]
     kept = cfg.n_events - sum(len(s.e_inc_mev) for s in todo)
     try:
         with _Workers(cfg) as pool:
             attrs = _attrs(cfg, pool.geant4_version, threshold_mev)
             for shard, result in pool.map_ordered(todo, progress=progress, done=kept):
-                store.save(shard, result)
+                _save(store, shard, result)
     except BaseException:
         store.remove_if_empty()  # finished shards stay for the next call; an empty folder does not
         raise
     # Two passes over the kept shards: the totals (and the measured sampling fraction), then the file.
     totals = _Totals()
-    for _ in _raw_blocks(store.iter(shards), totals):
+    for _ in _raw_blocks(_kept(store, shards), totals):
         pass
     sampling_fraction = cfg.sampling_fraction or totals.si_mev / totals.e_inc_mev
     attrs["sampling_fraction"] = sampling_fraction
-    write(out_path, _voxel_blocks(_raw_blocks(store.iter(shards), _Totals()), sampling_fraction, threshold_mev,
+    write(out_path, _voxel_blocks(_raw_blocks(_kept(store, shards), _Totals()), sampling_fraction, threshold_mev,
                                   totals), cfg.n_events, attrs)
     store.remove()
     wall = time.perf_counter() - start
@@ -121,65 +124,19 @@ def simulate(cfg: Any, out_path: Path, write: Writer, *, threshold_mev: float,
     }
 
 
-def _shard_key(cfg: Any) -> str:
-    """What a kept shard depends on: every setting but the number of workers (and the event count, as
-    shard i's content does not depend on how many shards follow, except for the last one's size)."""
-    import hashlib
-    import json
-    from dataclasses import asdict
-
-    settings = {k: v for k, v in asdict(cfg).items() if k not in ("n_workers",)}
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+def _save(store: ShardStore, shard: _Shard, result: worker.ShardResult) -> None:
+    """A finished shard's deposits (MeV) and CPU time, compressed as before."""
+    store.save(shard.index, {"si_mev": result.si_mev, "si_total_mev": result.si_total_mev,
+                             "deposit_mev": result.deposit_mev, "cpu_seconds": np.float64(result.cpu_seconds)},
+               compressed=True)
 
 
-class _ShardStore:
-    """Finished shards as one ``.npz`` each, written beside their final name and renamed into place.
-
-    A shard file exists only once it is complete; a key file says which settings the shards belong to,
-    so shards of other settings are never reused (they are removed).
-    """
-
-    def __init__(self, folder: Path, key: str) -> None:
-        self.folder = folder
-        key_file = folder / "settings.key"
-        if folder.exists() and (not key_file.exists() or key_file.read_text() != key):
-            import shutil
-
-            shutil.rmtree(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        if not key_file.exists():
-            tmp = folder / ".settings.key.partial"
-            tmp.write_text(key)
-            tmp.rename(key_file)
-
-    def _path(self, index: int) -> Path:
-        return self.folder / f"shard_{index:07d}.npz"
-
-    def has(self, index: int) -> bool:
-        return self._path(index).exists()
-
-    def save(self, shard: _Shard, result: worker.ShardResult) -> None:
-        tmp = self.folder / f".shard_{shard.index:07d}.{os.getpid()}.partial.npz"
-        np.savez_compressed(tmp, si_mev=result.si_mev, si_total_mev=result.si_total_mev,
-                            deposit_mev=result.deposit_mev, cpu_seconds=np.float64(result.cpu_seconds))
-        os.replace(tmp, self._path(shard.index))
-
-    def iter(self, shards: list[_Shard]) -> Iterator[tuple[_Shard, worker.ShardResult]]:
-        for shard in shards:
-            with np.load(self._path(shard.index)) as f:
-                yield shard, worker.ShardResult(index=shard.index, si_mev=np.asarray(f["si_mev"]),
-                                                si_total_mev=np.asarray(f["si_total_mev"]),
-                                                deposit_mev=np.asarray(f["deposit_mev"]),
-                                                cpu_seconds=float(f["cpu_seconds"]))
-
-    def remove(self) -> None:
-        import shutil
-
-        shutil.rmtree(self.folder, ignore_errors=True)
-
-    def remove_if_empty(self) -> None:
-        if not any(self.folder.glob("shard_*.npz")):
-            self.remove()
+def _kept(store: ShardStore, shards: list[_Shard]) -> Iterator[tuple[_Shard, worker.ShardResult]]:
+    """The kept shards' results, in shard order."""
+    for shard in shards:
+        f = store.load(shard.index)
+        yield shard, worker.ShardResult(index=shard.index, si_mev=f["si_mev"], si_total_mev=f["si_total_mev"],
+                                        deposit_mev=f["deposit_mev"], cpu_seconds=float(f["cpu_seconds"]))
 
 
 class Geant4Calorimeter:

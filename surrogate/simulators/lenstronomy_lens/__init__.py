@@ -18,11 +18,8 @@ function it is given.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
-import os
-import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -36,6 +33,7 @@ from surrogate.errors import OutputExistsError, SurrogateError
 from surrogate.simulators.lenstronomy_lens import physics
 from surrogate.simulators.lenstronomy_lens.physics import BASE_COLUMNS, NUISANCE, columns
 from surrogate.simulators.lenstronomy_lens.settings import Settings
+from surrogate.simulators.shards import ShardStore, settings_key
 
 __all__ = ["BASE_COLUMNS", "NUISANCE", "LenstronomyLens", "Settings", "attrs", "columns", "run_block", "simulate"]
 
@@ -59,6 +57,11 @@ class BlockResult:
     n_halos: np.ndarray  # (n,) int64: extra lens models (subhalos, line-of-sight halos, mass sheets)
     realisation_seconds: np.ndarray  # (n,) float64: drawing the substructure
     render_seconds: np.ndarray  # (n,) float64: ray tracing, PSF and noise
+
+
+def _shard_arrays(r: BlockResult) -> dict[str, np.ndarray]:
+    """A block's arrays by field name, as kept in its shard file (``BlockResult(start, **arrays)`` undoes it)."""
+    return {f.name: getattr(r, f.name) for f in fields(r) if f.name != "start"}
 
 
 def run_block(settings: Settings, start: int, stop: int) -> BlockResult:
@@ -137,13 +140,15 @@ def simulate(settings: Settings, out_path: Path, write: Writer, *, progress: boo
         raise OutputExistsError(out_path)
     n, step = settings.n_events, settings.shard_events
     shards = [(lo, min(lo + step, n)) for lo in range(0, n, step)]
-    store = _ShardStore(out_path.with_name(f".{out_path.name}.shards"), _shard_key(settings))
+    # What a kept shard depends on: every setting but how the work is spread (workers, scheduler).
+    store = ShardStore(out_path.with_name(f".{out_path.name}.shards"),
+                       settings_key(settings, exclude=("n_workers", "scheduler")), digits=9)
     todo = [s for s in shards if not store.has(s[0])]
     kept = n - sum(hi - lo for lo, hi in todo)
     try:
         with _Pool(settings) as pool:
             for result in pool.map_ordered(todo, progress=progress, done=kept):
-                store.save(result)
+                store.save(result.start, _shard_arrays(result))
     except BaseException:
         store.remove_if_empty()  # finished shards stay for the next call; an empty folder does not
         raise
@@ -151,7 +156,7 @@ def simulate(settings: Settings, out_path: Path, write: Writer, *, progress: boo
 
     def blocks() -> Blocks:
         for lo, _ in shards:
-            r = store.load(lo)
+            r = BlockResult(lo, **store.load(lo))
             totals["real"] += float(r.realisation_seconds.sum())
             totals["render"] += float(r.render_seconds.sum())
             totals["halos"] += float(r.n_halos.sum())
@@ -194,56 +199,6 @@ class LenstronomyLens:
                                    noise_rng if s.noise else None)
             out[i] = image.reshape(-1)
         return out
-
-
-# --------------------------------------------------------------------------------------------------
-# Kept shards
-
-
-def _shard_key(settings: Settings) -> str:
-    """What a kept shard depends on: every setting but how the work is spread (workers, scheduler)."""
-    values = {k: v for k, v in asdict(settings).items() if k not in ("n_workers", "scheduler")}
-    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
-
-
-class _ShardStore:
-    """Finished shards as one ``.npz`` each, written beside their final name and renamed into place; a key
-    file says which settings they belong to (shards of other settings are removed, never reused)."""
-
-    def __init__(self, folder: Path, key: str) -> None:
-        self.folder = folder
-        key_file = folder / "settings.key"
-        if folder.exists() and (not key_file.exists() or key_file.read_text() != key):
-            shutil.rmtree(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        if not key_file.exists():
-            tmp = folder / ".settings.key.partial"
-            tmp.write_text(key)
-            tmp.rename(key_file)
-
-    def _path(self, start: int) -> Path:
-        return self.folder / f"shard_{start:09d}.npz"
-
-    def has(self, start: int) -> bool:
-        return self._path(start).exists()
-
-    def save(self, r: BlockResult) -> None:
-        tmp = self.folder / f".shard_{r.start:09d}.{os.getpid()}.partial.npz"
-        np.savez(tmp, images=r.images, cond=r.cond, nuisance=r.nuisance, n_halos=r.n_halos,
-                 realisation_seconds=r.realisation_seconds, render_seconds=r.render_seconds)
-        os.replace(tmp, self._path(r.start))
-
-    def load(self, start: int) -> BlockResult:
-        with np.load(self._path(start)) as f:
-            return BlockResult(start, *(np.asarray(f[k]) for k in (
-                "images", "cond", "nuisance", "n_halos", "realisation_seconds", "render_seconds")))
-
-    def remove(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
-
-    def remove_if_empty(self) -> None:
-        if not any(self.folder.glob("shard_*.npz")):
-            self.remove()
 
 
 # --------------------------------------------------------------------------------------------------
