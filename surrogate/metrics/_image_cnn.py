@@ -55,6 +55,24 @@ def check_conditions(name: str, cond: Any, n: int) -> np.ndarray:
     return cond
 
 
+def check_inputs(metric: str, x_ref: Any, x_gen: Any, channels: Sequence[int], *, epochs: int,
+                 patience: int) -> tuple[np.ndarray, np.ndarray]:
+    """The checks every image metric starts with: training settings, then the two samples' images.
+
+    Returns (N1, H, W) and (N2, H, W) finite float64 arrays of one image shape, at least
+    :func:`min_image_size` pixels a side; else a one-line ValueError that starts with ``metric``.
+    """
+    if patience < 0 or epochs <= 0:
+        raise ValueError(f"{metric}: expected epochs > 0 and patience >= 0, got {epochs} and {patience}")
+    x_ref, x_gen = check_images("reference", x_ref), check_images("generated", x_gen)
+    if x_ref.shape[1:] != x_gen.shape[1:]:
+        raise ValueError(f"{metric}: images of different shapes, {x_ref.shape[1:]} and {x_gen.shape[1:]}")
+    if min(x_ref.shape[1:]) < min_image_size(channels):
+        raise ValueError(f"{metric}: {len(channels)} blocks need images of at least "
+                         f"{min_image_size(channels)} pixels a side, got {x_ref.shape[1:]}")
+    return x_ref, x_gen
+
+
 @dataclass(frozen=True)
 class ImageScaling:
     """``(arcsinh(x / scale) - mean) / std``: the standardisation fitted on the reference images."""

@@ -29,18 +29,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from surrogate.metrics._image_cnn import (
-    SPLIT,
-    ImageScaling,
-    build_cnn,
-    check_conditions,
-    check_images,
-    min_image_size,
-    predict,
-    split_indices,
-    torch_threads,
-    train,
-)
+from surrogate.metrics import _image_cnn as cnn
 
 PROB_CLIP = 1e-6  # as the MLP classifier: keeps the calibrated BCE finite
 
@@ -91,30 +80,23 @@ def cnn_classifier_test(x_ref: np.ndarray, x_gen: np.ndarray, cond_ref: np.ndarr
     from sklearn.isotonic import IsotonicRegression
     from sklearn.metrics import roc_auc_score
 
-    if patience < 0 or epochs <= 0:
-        raise ValueError(f"cnn classifier: expected epochs > 0 and patience >= 0, got {epochs} and {patience}")
-    x_ref, x_gen = check_images("reference", x_ref), check_images("generated", x_gen)
-    if x_ref.shape[1:] != x_gen.shape[1:]:
-        raise ValueError(f"cnn classifier: images of different shapes, {x_ref.shape[1:]} and {x_gen.shape[1:]}")
-    if min(x_ref.shape[1:]) < min_image_size(channels):
-        raise ValueError(f"cnn classifier: {len(channels)} blocks need images of at least "
-                         f"{min_image_size(channels)} pixels a side, got {x_ref.shape[1:]}")
+    x_ref, x_gen = cnn.check_inputs("cnn classifier", x_ref, x_gen, channels, epochs=epochs, patience=patience)
     if (cond_ref is None) != (cond_gen is None):
         raise ValueError("cnn classifier: give conditions for both samples or for neither")
     n = min(len(x_ref), len(x_gen))
-    if int(n * SPLIT[1]) < 2 or int(n * SPLIT[2]) < 2:
+    if int(n * cnn.SPLIT[1]) < 2 or int(n * cnn.SPLIT[2]) < 2:
         raise ValueError(f"cnn classifier needs at least 10 images per sample, got {n}")
 
     rng = np.random.default_rng(seed)
-    scaling = ImageScaling.fit(x_ref, arcsinh_scale)
+    scaling = cnn.ImageScaling.fit(x_ref, arcsinh_scale)
     pick_ref, pick_gen = rng.permutation(len(x_ref))[:n], rng.permutation(len(x_gen))[:n]
     ref, gen = scaling.apply(x_ref[pick_ref]), scaling.apply(x_gen[pick_gen])
     c_ref: np.ndarray | None = None
     c_gen: np.ndarray | None = None
     n_cond = 0
     if cond_ref is not None and cond_gen is not None:
-        cr = check_conditions("reference", cond_ref, len(x_ref))
-        cg = check_conditions("generated", cond_gen, len(x_gen))
+        cr = cnn.check_conditions("reference", cond_ref, len(x_ref))
+        cg = cnn.check_conditions("generated", cond_gen, len(x_gen))
         if cr.shape[1] != cg.shape[1]:
             raise ValueError(f"cnn classifier: {cr.shape[1]} reference and {cg.shape[1]} generated conditions")
         mu, sd = cr.mean(axis=0), cr.std(axis=0)
@@ -124,7 +106,7 @@ def cnn_classifier_test(x_ref: np.ndarray, x_gen: np.ndarray, cond_ref: np.ndarr
         n_cond = cr.shape[1]
 
     parts = []
-    for ref_idx, gen_idx in zip(split_indices(n, rng), split_indices(n, rng), strict=True):
+    for ref_idx, gen_idx in zip(cnn.split_indices(n, rng), cnn.split_indices(n, rng), strict=True):
         x = torch.from_numpy(np.concatenate([ref[ref_idx], gen[gen_idx]])).to(device)
         c = (None if c_ref is None or c_gen is None
              else torch.from_numpy(np.concatenate([c_ref[ref_idx], c_gen[gen_idx]])).to(device))
@@ -134,11 +116,11 @@ def cnn_classifier_test(x_ref: np.ndarray, x_gen: np.ndarray, cond_ref: np.ndarr
 
     generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
     bce = torch.nn.BCEWithLogitsLoss()
-    with torch_threads(num_threads):
-        model = build_cnn(channels, n_cond, 1, hidden, generator).to(device)
-        fit = train(model, lambda out, y: bce(out.reshape(-1), y), train_set, val_set, epochs=epochs,
-                    patience=patience, lr=lr, batch_size=batch_size, generator=generator)
-        p_val, p_test = (torch.sigmoid(predict(model, x, c, fit.batch_size)).reshape(-1).double().cpu().numpy()
+    with cnn.torch_threads(num_threads):
+        model = cnn.build_cnn(channels, n_cond, 1, hidden, generator).to(device)
+        fit = cnn.train(model, lambda out, y: bce(out.reshape(-1), y), train_set, val_set, epochs=epochs,
+                        patience=patience, lr=lr, batch_size=batch_size, generator=generator)
+        p_val, p_test = (torch.sigmoid(cnn.predict(model, x, c, fit.batch_size)).reshape(-1).double().cpu().numpy()
                          for x, c, _ in (val_set, test_set))
 
     y_val = val_set[2].cpu().numpy().astype(np.float64)

@@ -31,18 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from surrogate.metrics._image_cnn import (
-    SPLIT,
-    ImageScaling,
-    build_cnn,
-    check_conditions,
-    check_images,
-    min_image_size,
-    predict,
-    split_indices,
-    torch_threads,
-    train,
-)
+from surrogate.metrics import _image_cnn as cnn
 
 
 @dataclass(frozen=True)
@@ -122,33 +111,26 @@ def parameter_recovery(x_ref: np.ndarray, cond_ref: np.ndarray, x_gen: np.ndarra
     """
     import torch
 
-    if patience < 0 or epochs <= 0:
-        raise ValueError(f"parameter recovery: expected epochs > 0 and patience >= 0, got {epochs} and {patience}")
-    x_ref, x_gen = check_images("reference", x_ref), check_images("generated", x_gen)
-    if x_ref.shape[1:] != x_gen.shape[1:]:
-        raise ValueError(f"parameter recovery: images of different shapes, {x_ref.shape[1:]} and {x_gen.shape[1:]}")
-    if min(x_ref.shape[1:]) < min_image_size(channels):
-        raise ValueError(f"parameter recovery: {len(channels)} blocks need images of at least "
-                         f"{min_image_size(channels)} pixels a side, got {x_ref.shape[1:]}")
-    c_ref = check_conditions("reference", cond_ref, len(x_ref))
-    c_gen = check_conditions("generated", cond_gen, len(x_gen))
+    x_ref, x_gen = cnn.check_inputs("parameter recovery", x_ref, x_gen, channels, epochs=epochs, patience=patience)
+    c_ref = cnn.check_conditions("reference", cond_ref, len(x_ref))
+    c_gen = cnn.check_conditions("generated", cond_gen, len(x_gen))
     k = c_ref.shape[1]
     if c_gen.shape[1] != k:
         raise ValueError(f"parameter recovery: {k} reference and {c_gen.shape[1]} generated conditions")
     names = [f"p{i}" for i in range(k)] if names is None else list(names)
     if len(names) != k or len(set(names)) != k:
         raise ValueError(f"parameter recovery: expected {k} distinct names, got {names}")
-    if int(len(x_ref) * SPLIT[1]) < 2 or int(len(x_ref) * SPLIT[2]) < 2 or len(x_gen) < 2:
+    if int(len(x_ref) * cnn.SPLIT[1]) < 2 or int(len(x_ref) * cnn.SPLIT[2]) < 2 or len(x_gen) < 2:
         raise ValueError(f"parameter recovery needs at least 10 reference and 2 generated images, "
                          f"got {len(x_ref)} and {len(x_gen)}")
 
     rng = np.random.default_rng(seed)
-    train_idx, val_idx, test_idx = split_indices(len(x_ref), rng)
+    train_idx, val_idx, test_idx = cnn.split_indices(len(x_ref), rng)
     mu, sd = c_ref[train_idx].mean(axis=0), c_ref[train_idx].std(axis=0)
     if not (sd > 0).all():
         constant = [n for n, s in zip(names, sd, strict=True) if not s > 0]
         raise ValueError(f"parameter recovery: reference conditions {constant} are constant; nothing to learn")
-    scaling = ImageScaling.fit(x_ref, arcsinh_scale)
+    scaling = cnn.ImageScaling.fit(x_ref, arcsinh_scale)
 
     def tensors(x: np.ndarray, c: np.ndarray) -> tuple[torch.Tensor, None, torch.Tensor]:
         return (torch.from_numpy(scaling.apply(x)).to(device), None,
@@ -159,21 +141,21 @@ def parameter_recovery(x_ref: np.ndarray, cond_ref: np.ndarray, x_gen: np.ndarra
 
     key = (id(x_ref), x_ref.shape, float(np.asarray(x_ref[:, 0]).sum()), seed, channels, hidden, epochs, patience,
            lr, batch_size, arcsinh_scale, device)
-    with torch_threads(num_threads):
+    with cnn.torch_threads(num_threads):
         if cache is not None and key in cache:
             model, fit = cache[key]
         else:
             train_set = tensors(x_ref[train_idx], c_ref[train_idx])
             val_set = tensors(x_ref[val_idx], c_ref[val_idx])
             generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
-            model = build_cnn(channels, 0, k, hidden, generator).to(device)
-            fit = train(model, torch.nn.functional.mse_loss, train_set, val_set, epochs=epochs, patience=patience,
-                        lr=lr, batch_size=batch_size, generator=generator)
+            model = cnn.build_cnn(channels, 0, k, hidden, generator).to(device)
+            fit = cnn.train(model, torch.nn.functional.mse_loss, train_set, val_set, epochs=epochs, patience=patience,
+                            lr=lr, batch_size=batch_size, generator=generator)
             if cache is not None:
                 cache.clear()  # one reference at a time: a report's columns share it
                 cache[key] = (model, fit)
         # predictions (N, K) back in the parameters' units
-        pred_test, pred_gen = (predict(model, x, None, fit.batch_size).double().cpu().numpy() * sd + mu
+        pred_test, pred_gen = (cnn.predict(model, x, None, fit.batch_size).double().cpu().numpy() * sd + mu
                                for x, _, _ in (test_set, gen_set))
     truth_test = c_ref[test_idx]
     parameters = []
