@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ShardStore", "settings_key"]
+__all__ = ["ShardStore", "local_client", "settings_key"]
 
 
 def settings_key(settings: Any, exclude: Iterable[str] = ()) -> str:
@@ -78,3 +78,21 @@ class ShardStore:
         """The folder, unless it holds a finished shard (an interrupted run keeps those for the next)."""
         if not any(self.folder.glob("shard_*.npz")):
             self.remove()
+
+
+def local_client(stack: Any, *, n_workers: int, threads_per_worker: int, processes: bool) -> Any:
+    """A dask.distributed Client on a new quiet LocalCluster, both closed by ``stack`` (an ExitStack).
+
+    Worker processes talk over TCP on 127.0.0.1; an in-process cluster over inproc:// (no host). The
+    scheduler's HTTP server always starts, so it takes a free port (a busy 8787 is no warning), and the
+    workers' logs are silenced: a simulator reports progress and failures itself.
+    """
+    import logging
+
+    from distributed import Client, LocalCluster
+
+    where = {"host": "127.0.0.1"} if processes else {}
+    cluster = stack.enter_context(LocalCluster(
+        n_workers=n_workers, threads_per_worker=threads_per_worker, processes=processes, dashboard_address=":0",
+        scheduler_kwargs={"dashboard": False}, memory_limit=0, silence_logs=logging.CRITICAL, **where))
+    return stack.enter_context(Client(cluster))

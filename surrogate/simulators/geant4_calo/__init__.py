@@ -26,7 +26,6 @@ convention of the CaloChallenge's 1/0.033 scaling), and written as a file attrib
 from __future__ import annotations
 
 import contextlib
-import logging
 import math
 import re
 import sys
@@ -41,7 +40,7 @@ import numpy as np
 
 from surrogate.errors import OutputExistsError, SurrogateError
 from surrogate.simulators.geant4_calo import build, worker
-from surrogate.simulators.shards import ShardStore, settings_key
+from surrogate.simulators.shards import ShardStore, local_client, settings_key
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -265,7 +264,7 @@ class _Workers:
 
     def __enter__(self) -> _Workers:
         import dask
-        from distributed import Client, LocalCluster
+        import distributed  # noqa: F401  (its config defaults must exist before dask.config.set below)
 
         cfg = self.cfg
         try:
@@ -277,12 +276,7 @@ class _Workers:
                 msc_step_limit=cfg.msc_step_limit, extension=extension,
                 env=tuple(sorted(build.geant4_env().items())), log_dir=str(self.log_dir))
             self._stack.enter_context(dask.config.set({"distributed.scheduler.allowed-failures": 1}))
-            cluster = self._stack.enter_context(LocalCluster(
-                n_workers=cfg.n_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                # The scheduler's HTTP server always starts: a free port, so a busy 8787 is no warning.
-                dashboard_address=":0", scheduler_kwargs={"dashboard": False},
-                memory_limit=0, silence_logs=logging.CRITICAL))
-            self.client = self._stack.enter_context(Client(cluster))
+            self.client = local_client(self._stack, n_workers=cfg.n_workers, threads_per_worker=1, processes=True)
             version = self.client.submit(worker.geant4_version, self.physics, pure=False)
             self.geant4_version = self._result(version, "starting Geant4")
         except BaseException:

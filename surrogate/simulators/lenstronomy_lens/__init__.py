@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -33,7 +32,7 @@ from surrogate.errors import OutputExistsError, SurrogateError
 from surrogate.simulators.lenstronomy_lens import physics
 from surrogate.simulators.lenstronomy_lens.physics import BASE_COLUMNS, NUISANCE, columns
 from surrogate.simulators.lenstronomy_lens.settings import Settings
-from surrogate.simulators.shards import ShardStore, settings_key
+from surrogate.simulators.shards import ShardStore, local_client, settings_key
 
 __all__ = ["BASE_COLUMNS", "NUISANCE", "LenstronomyLens", "Settings", "attrs", "columns", "run_block", "simulate"]
 
@@ -219,18 +218,12 @@ class _Pool:
         self.client: Any = None
 
     def __enter__(self) -> _Pool:
-        from distributed import Client, LocalCluster
 
         s = self.settings
         processes = s.scheduler == "distributed"
         try:
-            # In-process clusters talk over inproc://, which takes no host; worker processes over TCP.
-            where = {"host": "127.0.0.1"} if processes else {}
-            cluster = self._stack.enter_context(LocalCluster(
-                n_workers=s.n_workers if processes else 1, threads_per_worker=1 if processes else s.n_workers,
-                processes=processes, dashboard_address=":0", scheduler_kwargs={"dashboard": False},
-                memory_limit=0, silence_logs=logging.CRITICAL, **where))
-            self.client = self._stack.enter_context(Client(cluster))
+            self.client = local_client(self._stack, n_workers=s.n_workers if processes else 1,
+                                       threads_per_worker=1 if processes else s.n_workers, processes=processes)
         except BaseException:
             self._stack.close()
             raise
