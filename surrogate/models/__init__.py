@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 Builder = Callable[..., "tuple[nn.Module, nn.Module]"]
 # models whose generator can take one extra latent per feature (ModelSpec.voxel_noise)
-VOXEL_NOISE_MODELS = frozenset({"calo_shower"})
+VOXEL_NOISE_MODELS = frozenset({"calo_shower", "calo_param"})
 
 
 @dataclass(frozen=True)
@@ -58,9 +58,9 @@ class ModelSpec:
 
 
 def _registry() -> dict[str, Builder]:
-    from surrogate.models import calo_mlp, calo_shower
+    from surrogate.models import calo_mlp, calo_param, calo_shower
 
-    return {"calo_mlp": calo_mlp.build, "calo_shower": calo_shower.build}
+    return {"calo_mlp": calo_mlp.build, "calo_shower": calo_shower.build, "calo_param": calo_param.build}
 
 
 def available() -> list[str]:

@@ -114,12 +114,13 @@ def test_physics_critic_sees_layer_energies_and_resumes_exactly(tmp_path: Path) 
               tmp_path / "c", progress=False)
 
 
-def test_calo_shower_resumes_exactly_with_augmentation_and_voxel_noise(tmp_path: Path) -> None:
-    """At the dataset-2 shape (45 x 16 x 9) the structured model augments real batches (random alpha
-    rotations and reflections from the state's noise generator) and draws one latent per voxel; both
+@pytest.mark.parametrize("model", ["calo_shower", "calo_param"])
+def test_structured_models_resume_exactly_with_augmentation_and_voxel_noise(tmp_path: Path, model: str) -> None:
+    """At the dataset-2 shape (45 x 16 x 9) the structured models augment real batches (random alpha
+    rotations and reflections from the state's noise generator) and draw one latent per voxel; both
     come back on resume, bit for bit."""
     store = write_store(tmp_path / "prepare", n_events=256, n_features=6480)
-    cfg = {"model": "calo_shower", "n_critic": 2, "physics_critic": True, "batch_size": 16}
+    cfg = {"model": model, "n_critic": 2, "physics_critic": True, "batch_size": 16}
     straight = train(tiny_config(steps=6, checkpoint_every=100, **cfg), store, tmp_path / "a", progress=False)
     half = train(tiny_config(steps=3, checkpoint_every=100, **cfg), store, tmp_path / "b", progress=False)
     resumed = train(tiny_config(steps=6, checkpoint_every=100, resume=str(half.checkpoint), **cfg), store,
