@@ -168,6 +168,34 @@ def test_evaluate_gets_physical_samples_from_the_ema_generator(store: Path, tmp_
     assert [h["step"] for h in history if "val_total_over_einc" in h] == [2, 4, 5]
 
 
+def test_select_by_keeps_the_ema_generator_of_the_best_evaluated_step(store: Path, tmp_path: Path) -> None:
+    """A metric that is best at the second of three evaluations: best.pt is that step's EMA generator,
+    not the last one, and a resume does not replace it with a worse step."""
+    values = iter([3.0, 1.0, 2.0, 1.5])
+    snapshots: dict[int, np.ndarray] = {}
+    cond_raw = np.array([[3000.0]], dtype=np.float32)
+
+    def evaluate(sample: Callable[[np.ndarray], np.ndarray], step: int) -> dict[str, float]:
+        snapshots[step] = sample(cond_raw)
+        return {"val_score": next(values)}
+
+    result = train(tiny_config(steps=6, validate_every=2, select_by="val_score"), store, tmp_path / "run",
+                   evaluate=evaluate, progress=False)
+    assert result.best == tmp_path / "run" / "checkpoints" / "best.pt"
+    generator, ckpt = generator_from_checkpoint(result.best)
+    assert ckpt["step"] == 4
+    last, _ = generator_from_checkpoint(result.checkpoint)
+    assert not all(torch.equal(a, b) for a, b in zip(generator.state_dict().values(),
+                                                      last.state_dict().values(), strict=True))
+    # resumed to step 8, the new evaluation (1.5) is worse than step 4's (1.0): best.pt stays
+    resumed = train(tiny_config(steps=8, validate_every=2, select_by="val_score", resume=str(result.checkpoint)),
+                    store, tmp_path / "run", evaluate=evaluate, progress=False)
+    assert generator_from_checkpoint(resumed.best)[1]["step"] == 4
+    with pytest.raises(SurrogateError, match=r"train.select_by: 'val_fpd' is not an in-training metric"):
+        train(tiny_config(steps=2, validate_every=2, select_by="val_fpd"), store, tmp_path / "other",
+              evaluate=lambda sample, step: {"val_score": 1.0}, progress=False)
+
+
 @pytest.mark.parametrize("loss", ["wgan_gp", pytest.param("nonsaturating", marks=pytest.mark.slow)])
 def test_learns_the_conditional_mean(tmp_path: Path, loss: str) -> None:
     """ln(E_i / E) ~ N(a_i + b_i c, sigma): the EMA generator's mean follows a + b c (5-9 s each).
