@@ -67,6 +67,19 @@ def test_generated_file_has_the_reference_layout_and_units(finished_run: tuple[P
     assert nonzero.min() >= 15.15e-3 * (1 - 1e-6), "readout threshold applied"
 
 
+def test_generate_samples_the_step_that_train_select_by_kept(finished_run: tuple[Path, str, int]) -> None:
+    """quickstart.yaml selects by the in-training KPD: generate samples best.pt, the step with the lowest."""
+    from surrogate.training.checkpoint import load_checkpoint
+
+    run_dir, _, _ = finished_run
+    history = load_checkpoint(run_dir / "train/checkpoints/last.pt")["history"]
+    kpd = {int(h["step"]): h["val_kpd_x1e3"] for h in history if "val_kpd_x1e3" in h}
+    assert sorted(kpd) == [12, 24]
+    with h5py.File(run_dir / "generate/generated.h5") as gen:
+        assert str(gen.attrs["generator"]).endswith("train/checkpoints/best.pt")
+        assert int(gen.attrs["generator_step"]) == min(kpd, key=lambda step: kpd[step])
+
+
 def test_generate_writes_the_gflash_baseline_beside_the_gan(finished_run: tuple[Path, str, int]) -> None:
     """quickstart.yaml sets generate.baselines=[gflash]: fitted on the train split, same conditions and layout."""
     import surrogate
