@@ -120,6 +120,9 @@ class TrainConfig:
     buffer_blocks: int = 4  # store chunks shuffled together in memory by the batch loader
     validate_every: int = 500  # steps between in-training validation metrics (0 = never)
     validate_events: int = 1000  # validation-split events used by in-training metrics
+    # in-training metric (lower is better, e.g. val_kpd_x1e3): the EMA generator of its best evaluated step is
+    # kept as checkpoints/best.pt, exported and generated from; empty = the last step
+    select_by: str = ""
     resume: str = ""  # checkpoint to resume from (exact: same config, continues the same run)
     num_threads: int = 0  # torch CPU threads; 0 = torch's default
     seed: int = 0  # seeds initialisation, latents and batch order
@@ -142,7 +145,7 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class GenerateConfig:
-    checkpoint: str = ""  # training checkpoint (.pt); empty = this run's last checkpoint
+    checkpoint: str = ""  # training checkpoint (.pt); empty = this run's best.pt (train.select_by), else last.pt
     n_events: int = 0  # events to generate; 0 = one per condition row of `conditions_from`
     conditions_from: str = ""  # file whose conditions to reuse; empty = this run's held-out test split
     conditions: tuple[float, ...] = ()  # physical condition rows, flattened (the domain's units), n_events each

@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import shutil
 import sys
 import time
 import warnings
@@ -238,7 +239,11 @@ def run_train(cfg: Config, run_dir: Path, *, tracker: Any = None, progress: bool
                 + (f" (resuming from {last})" if cfg.train.resume == str(last) else ""))
             result = train(cfg, store_dir, out, log_metrics=mlrun.log_metrics,
                            evaluate=_in_training_evaluator(cfg, store_dir), progress=progress)
-            generator = export_generator(load_checkpoint(result.checkpoint), out / "generator.pt")
+            if result.best is not None:  # train.select_by: the best evaluated step, already exported
+                generator = out / "generator.pt"
+                shutil.copyfile(result.best, generator)
+            else:
+                generator = export_generator(load_checkpoint(result.checkpoint), out / "generator.pt")
             mlrun.log_artifact(generator, "model")
             mlrun.log_artifact(out / "config.yaml")
             metrics = {"steps": float(result.steps), "seconds": result.seconds,
@@ -262,7 +267,10 @@ def run_generate(cfg: Config, run_dir: Path, *, tracker: Any = None, progress: b
     from_mlflow = gcfg.checkpoint.startswith(("runs:/", "models:/", "mlflow-artifacts:/"))
     ckpt_path = Path(gcfg.checkpoint)
     if not from_mlflow:
-        ckpt_path = _default_input(gcfg.checkpoint, run_dir / "train" / "checkpoints" / "last.pt",
+        # train.select_by leaves the best evaluated step's EMA generator beside the last checkpoint
+        best = run_dir / "train" / "checkpoints" / "best.pt"
+        ckpt_path = _default_input(gcfg.checkpoint, best if best.is_file() and gcfg.use_ema
+                                   else run_dir / "train" / "checkpoints" / "last.pt",
                                    "generate.checkpoint", "run `surrogate train` first or set it")
         if not ckpt_path.is_file():
             raise InputError(ckpt_path, None, "no such checkpoint file (generate.checkpoint)")

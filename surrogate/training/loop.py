@@ -44,7 +44,7 @@ Evaluate = Callable[[Sampler, int], dict[str, float]]
 
 # train.* keys a resume may change: they set how long and how often, not what is computed
 RESUME_MAY_CHANGE = ("steps", "resume", "checkpoint_every", "validate_every", "validate_events",
-                     "log_every", "num_threads")
+                     "log_every", "num_threads", "select_by")
 # train.* keys added after checkpoints existed, with the value an older checkpoint's absent key means
 ADDED_KEYS: dict[str, Any] = {"model_options": {}}
 SAMPLE_CHUNK = 4096  # events per generator call inside `sample` (bounds memory for 6480 features)
@@ -58,6 +58,7 @@ class TrainResult:
     steps_per_second: float  # steps done by this call / seconds
     device: str  # e.g. "cpu", "cuda:0"
     losses: dict[str, float]  # the last logged interval's scalars (loss_d, loss_g, d_real, d_fake, gp)
+    best: Path | None = None  # checkpoints/best.pt (EMA generator of the best step by train.select_by), if any
 
 
 @dataclass
@@ -382,12 +383,36 @@ def _run(cfg: Config, store_dir: Path, out_dir: Path, info: distributed.DistInfo
         if log_metrics is not None:
             log_metrics(metrics, state.step)
 
+    best_path = ckpt_dir / "best.pt"
+
     def run_evaluation() -> None:
         if evaluate is None or not info.is_main:
             return
         sample = make_sampler(state.ema.model, transform, spec.z_dim, device, amp,
                               seed=_seed(t.seed, 3, state.step))
-        record({k: float(v) for k, v in evaluate(sample, state.step).items()})
+        metrics = {k: float(v) for k, v in evaluate(sample, state.step).items()}
+        record(metrics)
+        if t.select_by:
+            keep_if_best(metrics)
+
+    def keep_if_best(metrics: dict[str, float]) -> None:
+        """EMA generator of this step to best.pt when train.select_by is lower than at every earlier
+        evaluation (a GAN's trajectory is not monotonic: the last step need not be the best)."""
+        if t.select_by not in metrics:
+            raise SurrogateError(f"train.select_by: {t.select_by!r} is not an in-training metric (available: "
+                                 f"{', '.join(sorted(metrics))})")
+        value = metrics[t.select_by]
+        earlier = [h[t.select_by] for h in state.history[:-1] if t.select_by in h and math.isfinite(h[t.select_by])]
+        if not math.isfinite(value) or (earlier and value >= min(earlier)):
+            return
+        from surrogate.generation import export_generator
+
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        tmp = best_path.with_name(f".best.pt.{os.getpid()}.partial")
+        export_generator({"G_ema": state.ema.model.state_dict(), "model_spec": spec.to_dict(),
+                          "transform": transform_dict, "domain": cfg.domain, "config": config_dict,
+                          "step": state.step}, tmp)
+        os.replace(tmp, best_path)
 
     from tqdm.auto import tqdm
 
@@ -432,5 +457,5 @@ def _run(cfg: Config, store_dir: Path, out_dir: Path, info: distributed.DistInfo
     done = state.step - start_step
     result = TrainResult(checkpoint=last_checkpoint, steps=state.step, seconds=seconds,
                          steps_per_second=done / seconds if seconds > 0 else 0.0, device=str(device),
-                         losses=losses)
+                         losses=losses, best=best_path if t.select_by and best_path.is_file() else None)
     return result, state

@@ -90,10 +90,10 @@ def test_spec_round_trip_rebuilds_the_same_shapes() -> None:
 
 
 def test_feature_noise_is_declared_by_the_model_and_refused_by_the_others() -> None:
-    """calo_shower declares FEATURE_NOISE; a model that does not gets a one-line error naming the setting."""
-    assert feature_noise_models() == ["calo_shower"]
+    """calo_shower and calo_param declare FEATURE_NOISE; another model gets a one-line error naming the setting."""
+    assert feature_noise_models() == ["calo_param", "calo_shower"]
     with pytest.raises(ConfigError, match=r"^train\.feature_noise: model 'calo_mlp' takes no per-feature noise "
-                                          r"\(models that do: calo_shower\)$"):
+                                          r"\(models that do: calo_param, calo_shower\)$"):
         build_models("calo_mlp", n_features=8, n_cond=1, latent_dim=4, hidden_g=8, hidden_d=8, feature_noise=True)
     spec = ModelSpec(name="calo_shower", n_features=8, n_cond=1, latent_dim=4, hidden_g=8, hidden_d=8,
                      feature_noise=True)

@@ -114,12 +114,13 @@ def test_physics_critic_sees_layer_energies_and_resumes_exactly(tmp_path: Path) 
               tmp_path / "c", progress=False)
 
 
-def test_calo_shower_resumes_exactly_with_augmentation_and_feature_noise(tmp_path: Path) -> None:
-    """At the dataset-2 shape (45 x 16 x 9) the structured model augments real batches (random alpha
-    rotations and reflections from the state's noise generator) and draws one latent per voxel; both
+@pytest.mark.parametrize("model", ["calo_shower", "calo_param"])
+def test_structured_models_resume_exactly_with_augmentation_and_feature_noise(tmp_path: Path, model: str) -> None:
+    """At the dataset-2 shape (45 x 16 x 9) the structured models augment real batches (random alpha
+    rotations and reflections from the state's noise generator) and draw one latent per voxel; both
     come back on resume, bit for bit, also from a checkpoint written before feature_noise was renamed."""
     store = write_store(tmp_path / "prepare", n_events=256, n_features=6480)
-    cfg = {"model": "calo_shower", "n_critic": 2, "physics_critic": True, "batch_size": 16}
+    cfg = {"model": model, "n_critic": 2, "physics_critic": True, "batch_size": 16}
     straight = train(tiny_config(steps=6, checkpoint_every=100, **cfg), store, tmp_path / "a", progress=False)
     half = train(tiny_config(steps=3, checkpoint_every=100, **cfg), store, tmp_path / "b", progress=False)
     resumed = train(tiny_config(steps=6, checkpoint_every=100, resume=str(half.checkpoint), **cfg), store,
@@ -181,6 +182,34 @@ def test_evaluate_gets_physical_samples_from_the_ema_generator(store: Path, tmp_
     assert [s for m, s in logged if "val_total_over_einc" in m] == [2, 4, 5]
     history = load_checkpoint(result.checkpoint)["history"]
     assert [h["step"] for h in history if "val_total_over_einc" in h] == [2, 4, 5]
+
+
+def test_select_by_keeps_the_ema_generator_of_the_best_evaluated_step(store: Path, tmp_path: Path) -> None:
+    """A metric that is best at the second of three evaluations: best.pt is that step's EMA generator,
+    not the last one, and a resume does not replace it with a worse step."""
+    values = iter([3.0, 1.0, 2.0, 1.5])
+    snapshots: dict[int, np.ndarray] = {}
+    cond_raw = np.array([[3000.0]], dtype=np.float32)
+
+    def evaluate(sample: Callable[[np.ndarray], np.ndarray], step: int) -> dict[str, float]:
+        snapshots[step] = sample(cond_raw)
+        return {"val_score": next(values)}
+
+    result = train(tiny_config(steps=6, validate_every=2, select_by="val_score"), store, tmp_path / "run",
+                   evaluate=evaluate, progress=False)
+    assert result.best == tmp_path / "run" / "checkpoints" / "best.pt"
+    generator, ckpt = generator_from_checkpoint(result.best)
+    assert ckpt["step"] == 4
+    last, _ = generator_from_checkpoint(result.checkpoint)
+    assert not all(torch.equal(a, b) for a, b in zip(generator.state_dict().values(),
+                                                      last.state_dict().values(), strict=True))
+    # resumed to step 8, the new evaluation (1.5) is worse than step 4's (1.0): best.pt stays
+    resumed = train(tiny_config(steps=8, validate_every=2, select_by="val_score", resume=str(result.checkpoint)),
+                    store, tmp_path / "run", evaluate=evaluate, progress=False)
+    assert generator_from_checkpoint(resumed.best)[1]["step"] == 4
+    with pytest.raises(SurrogateError, match=r"train.select_by: 'val_fpd' is not an in-training metric"):
+        train(tiny_config(steps=2, validate_every=2, select_by="val_fpd"), store, tmp_path / "other",
+              evaluate=lambda sample, step: {"val_score": 1.0}, progress=False)
 
 
 @pytest.mark.parametrize("loss", ["wgan_gp", pytest.param("nonsaturating", marks=pytest.mark.slow)])
