@@ -33,7 +33,11 @@ def test_help_lists_every_stage_with_examples(capsys: pytest.CaptureFixture[str]
     out = capsys.readouterr().out
     for stage in ("simulate", "prepare", "train", "generate", "validate", "run"):
         assert stage in out
-    assert "surrogate run configs/calorimeter/quickstart.yaml" in out
+    assert "surrogate run configs/<domain>/quickstart.yaml" in out
+    # the domains are listed from the package, and each has the config folder the examples point to
+    assert "<domain> is one of: calorimeter, strong_lensing;" in out
+    root = Path(__file__).parents[1]
+    assert all((root / "configs" / d / "quickstart.yaml").is_file() for d in ("calorimeter", "strong_lensing"))
 
 
 def test_dry_run_prints_resolved_config_and_creates_nothing(tmp_path: Path,
