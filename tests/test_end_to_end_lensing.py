@@ -58,7 +58,7 @@ def test_report_has_the_domains_metrics_beside_the_floor(finished_run: tuple[Pat
                  "fpd_x1e3", "mean_separation_power", "sep_ring_radius", "sep_pixel_asinh"):
         assert np.isfinite(saved["metrics"][name]) and np.isfinite(saved["floor"][name]), name
     assert [c["metric"] for c in saved["verdict"]] == ["auc_cnn", "theta_E_abs_bias_pct", "theta_E_scatter_ratio",
-                                                      "mean_separation_power"]
+                                                      "mean_separation_power", "fpd_x1e3"]
     assert set(saved["sources"].values()) == {"ours"}
     # 12 steps of an image GAN are not lenstronomy: its images sit far from the reference's manifold
     # (FPD far above the floor, precision below it) and the verdict says FAIL (exit 1: the run completed).
