@@ -22,8 +22,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import scipy.linalg
-from scipy.optimize import lsq_linear
 
 KPD_DEGREE = 4  # jetnet's _mmd_poly_quadratic_unbiased default; DOMAINS.md section 1
 NUMERICAL_ZERO = 1e-4  # a feature scale below this fraction of the largest one is rounding noise
@@ -87,6 +85,8 @@ def _trace_sqrt_product(cov1: np.ndarray, cov2: np.ndarray) -> float:
         eigval, eigvec = np.linalg.eigh(cov2)
         root = eigvec * np.sqrt(np.clip(eigval, 0.0, None))
     inner = root.T @ cov1 @ root
+    import scipy.linalg  # 0.45 s of import: only when a distance is computed, not when a domain loads
+
     eig = scipy.linalg.eigh(0.5 * (inner + inner.T), eigvals_only=True, driver="evr")
     return float(np.sum(np.sqrt(np.clip(eig, 0.0, None))))
 
@@ -155,6 +155,8 @@ def fpd(real: np.ndarray, gen: np.ndarray, *, min_samples: int = 10000, max_samp
             means.append(np.mean(values))
     inv_n = 1.0 / sizes
     design = np.stack([np.ones_like(inv_n), inv_n], axis=1)
+    from scipy.optimize import lsq_linear
+
     fit = lsq_linear(design, np.asarray(means), bounds=(0.0, np.inf))
     # Standard error as scipy's curve_fit reports it: residual variance times (J^T J)^-1.
     dof = max(len(sizes) - 2, 1)
