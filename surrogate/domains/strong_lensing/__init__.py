@@ -106,7 +106,7 @@ class StrongLensing:
     def __init__(self, settings: Settings | None = None) -> None:
         # Shapes of the default settings; files of other sizes and tiers pass check_file (it checks a file
         # against itself), and code that needs a file's shape reads it from the file.
-        self.defaults = settings or Settings()
+        self.defaults = settings or SimulateConfig()  # the same class configs build, so configured() can compare
         self.event_shape: tuple[int, ...] = (self.defaults.num_pix, self.defaults.num_pix)
         self.n_features = self.defaults.num_pix**2
         cols = columns(self.defaults)
