@@ -209,6 +209,13 @@ def _in_training_evaluator(cfg: Config, store_dir: Path) -> Any:
     return evaluate
 
 
+def check_model_settings(cfg: Config) -> None:
+    """ConfigError (one line) for an unknown model or a bad ``train.model_options`` entry."""
+    from surrogate.models import resolve_options
+
+    resolve_options(cfg.train.model or domain_for(cfg).default_model, cfg.train.model_options)
+
+
 def run_train(cfg: Config, run_dir: Path, *, tracker: Any = None, progress: bool = True,
               continue_run: bool = False) -> StageResult:
     from surrogate.generation import export_generator
@@ -219,6 +226,7 @@ def run_train(cfg: Config, run_dir: Path, *, tracker: Any = None, progress: bool
                                "run `surrogate prepare` into this --out first")
     if not (store_dir / "store.h5").exists():
         raise SurrogateError(f"train: {store_dir / 'store.h5'} does not exist (run `surrogate prepare` first)")
+    check_model_settings(cfg)  # before any output or tracking store exists
     inputs = [store_dir / "store.h5", store_dir / "transform.json"]
     key = runfolder.stage_key("train", stage_settings(cfg, "train"), inputs, run_dir)
     kept = _kept(run_dir, "train", key, continue_run=continue_run)
@@ -454,6 +462,8 @@ def run_all(cfg: Config, run_dir: Path, *, progress: bool = True,
     The folder may hold an earlier run: finished stages whose settings and inputs are unchanged are kept,
     stale ones set aside and redone, interrupted ones resumed (module docstring).
     """
+    if "train" in stages:
+        check_model_settings(cfg)  # a bad model option fails now, not after the simulation
     tracker = open_tracker(cfg, run_dir)
     results: list[StageResult] = []
     with tracker.run(f"run-{run_dir.name}", tags={"surrogate.run_dir": str(run_dir)}) as parent:

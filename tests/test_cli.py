@@ -58,6 +58,21 @@ def test_unknown_key_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFi
     assert not out_dir.exists()
 
 
+@pytest.mark.parametrize(("option", "message"), [
+    ("chanels_g=8", "train.model_options.chanels_g: model 'image_gan' has no such option (its options: "),
+    ("channels_g=abc", "train.model_options.channels_g: expected an integer, got 'abc'"),
+])
+def test_bad_model_option_fails_before_simulating(option: str, message: str, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """A model's own options are checked before the first stage runs: nothing simulated, nothing left."""
+    out_dir = tmp_path / "run"
+    lensing = QUICKSTART.parents[1] / "strong_lensing" / "quickstart.yaml"
+    assert main(["run", str(lensing), "--quiet", "--out", str(out_dir), "--set", f"train.model_options.{option}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and message in err
+    assert not out_dir.exists()
+
+
 def _corrupt(kind: str, path: Path) -> str:
     """Make ``path`` bad in one way; return the field the error must name."""
     if kind == "not_hdf5":
