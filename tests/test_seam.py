@@ -25,9 +25,9 @@ CALORIMETER_WORDS = re.compile(
     re.IGNORECASE)
 # The calorimeter's own modules: where those words belong.
 CALORIMETER_MODULES = ("domains/calorimeter/", "simulators/geant4_calo/", "models/calo_", "baselines/gflash")
-# The same for strong lensing.
+# The same for lensing: strong lensing, and the weak-lensing simulator (lens planes, lensing kernels).
 LENSING_WORDS = re.compile(r"lens|theta_E|einstein|pyhalo|subhalo|sersic", re.IGNORECASE)
-LENSING_MODULES = ("domains/strong_lensing/", "simulators/lenstronomy_lens/")
+LENSING_MODULES = ("domains/strong_lensing/", "simulators/lenstronomy_lens/", "simulators/convergence_maps/")
 
 
 def _generic_modules() -> list[Path]:
