@@ -140,7 +140,7 @@ def _simulator(base: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
                                  "cpu_ms_per_map": None, "cpu_over_wall": None})
                     continue
                 settings = dataclasses.replace(base, tier=tier, n_per_cosmology=batch)
-                physics._TABLES.clear()  # cold: this batch pays for its cosmology's tables
+                physics.clear_tables()  # cold: this batch pays for its cosmology's tables
                 wall0, cpu0 = time.perf_counter(), time.process_time()
                 setup = maps = halos = 0.0
                 for lo in range(0, batch, BLOCK):

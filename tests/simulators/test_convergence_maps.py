@@ -292,9 +292,11 @@ TINY = Settings(tier="halos", num_pix=32, map_size_deg=0.875, omega_m_grid=(0.25
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The same settings and seed on 1 thread (shards of 2) and on 2 worker processes (shards of 4)."""
+    """The same settings and seed on 1 thread (shards of 2), 2 threads (shards of 3) and 2 worker processes
+    (shards of 4)."""
     out = tmp_path_factory.mktemp("pair")
     runs = {"one": replace(TINY, n_workers=1, shard_events=2),
+            "threads": replace(TINY, n_workers=2, shard_events=3),
             "two": replace(TINY, n_workers=2, shard_events=4, scheduler="distributed")}
     files = {}
     for name, settings in runs.items():
@@ -305,9 +307,9 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def test_same_seed_gives_identical_bytes_for_any_number_of_workers(pair: dict[str, Path]) -> None:
-    with h5py.File(pair["one"]) as a, h5py.File(pair["two"]) as b:
+    with h5py.File(pair["one"]) as a, h5py.File(pair["two"]) as b, h5py.File(pair["threads"]) as c:
         for name in ("maps", "conditions"):
-            assert a[name][:].tobytes() == b[name][:].tobytes(), name
+            assert a[name][:].tobytes() == b[name][:].tobytes() == c[name][:].tobytes(), name
         maps = a["maps"][:]
         assert maps.shape == (9, 32, 32) and maps.dtype == np.float32
         assert len(np.unique(maps.sum(axis=(1, 2)))) == 9  # distinct maps, not one repeated

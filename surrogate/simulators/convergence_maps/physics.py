@@ -351,7 +351,7 @@ def _paint_stamps(out: np.ndarray, n: int, h: int, ss: int, members: np.ndarray,
     offsets = np.arange(-h, h + 1)
     sub = (np.arange(ss) + 0.5) / ss - 0.5
     along = (offsets[:, None] + sub[None, :]).ravel()  # (side * ss,) sample positions from the centre pixel's centre
-    chunk = max(1, 2_000_000 // (side * ss) ** 2)
+    chunk = max(1, 1_000_000 // (side * ss) ** 2)  # ~10 float64 temporaries of this size
     for lo in range(0, len(members), chunk):
         m = members[lo:lo + chunk]
         frac = position[m] - centre[m] - 0.5  # halo centre from its pixel's centre, in [-0.5, 0.5)
@@ -421,6 +421,12 @@ def tables(settings: Settings, omega_m: float, sigma_8: float) -> Tables:
             _TABLES.clear()
         result = _TABLES[key] = Tables(cl_grid, var_y, kappa0, halos, time.perf_counter() - t0)
         return result
+
+
+def clear_tables() -> None:
+    """Forget every cosmology's tables (the next map at each pays for them again, as in a new process)."""
+    with _TABLES_LOCK:
+        _TABLES.clear()
 
 
 def streams(seed: int, index: int) -> tuple[np.random.Generator, np.random.Generator, np.random.Generator]:
