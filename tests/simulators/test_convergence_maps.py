@@ -173,7 +173,7 @@ def test_painted_halo_matches_pyccl_convergence() -> None:
     assert 1 / t.a[sl] - 1 == pytest.approx(0.139, abs=0.01)
     position = np.array([[20.3, 60.7]])  # near an edge: the stamp wraps
     painted = physics.paint_halos(t, settings, np.array([sl]), np.array([log10_m]), position) + t.mean_kappa
-    conc, r200 = (float(v[0]) for v in physics._halo_properties(t, np.array([sl]), np.array([log10_m])))
+    conc, r200 = (float(v[0]) for v in physics.halo_properties(t, np.array([sl]), np.array([log10_m])))
     pixel_rad = math.radians(settings.map_size_deg) / settings.num_pix
     r200_pix = r200 / t.chi_mpc[sl] / pixel_rad
     assert 7 < r200_pix < 9

@@ -235,7 +235,7 @@ class HaloTables:
     mean_kappa: float  # expected mean over a map of the painted halos' kappa
 
 
-def _halo_properties(t: HaloTables, slices: np.ndarray, log10_m: np.ndarray
+def halo_properties(t: HaloTables, slices: np.ndarray, log10_m: np.ndarray
                      ) -> tuple[np.ndarray, np.ndarray]:
     """(concentration, comoving R200c) of halos in ``slices`` at ``log10_m``: linear in log10 M between the
     bin edges (R200c ~ M^(1/3) is exactly linear in log-log)."""
@@ -290,7 +290,7 @@ def halo_tables(cosmo: Any, settings: Settings) -> HaloTables:
     sub = edges[:-1, None] + (np.arange(8) + 0.5)[None, :] / 8 * np.diff(edges)[:, None]  # (B, 8)
     sl = np.repeat(np.arange(s.halo_n_slices), n_bins * 8)
     lm = np.tile(sub.ravel(), s.halo_n_slices)
-    c, _ = _halo_properties(t, sl, lm)
+    c, _ = halo_properties(t, sl, lm)
     per_halo = _total_kappa_pixels(t, s, sl, lm, c).reshape(s.halo_n_slices, n_bins, 8).mean(axis=2)
     mean = float((per_halo * expected).sum() / s.num_pix**2)
     return HaloTables(a, chi_mid, sigma_crit, edges, expected, conc, log_r200, mean)
@@ -323,7 +323,7 @@ def paint_halos(t: HaloTables, settings: Settings, slices: np.ndarray, log10_m: 
     n = s.num_pix
     out = np.zeros(n * n)
     if len(slices):
-        conc, r200 = _halo_properties(t, slices, log10_m)
+        conc, r200 = halo_properties(t, slices, log10_m)
         pixel_rad = math.radians(s.map_size_deg) / n
         rs_pix = r200 / conc / t.chi_mpc[slices] / pixel_rad  # scale radius in pixels
         c_trunc = s.halo_truncation_r200 * conc
