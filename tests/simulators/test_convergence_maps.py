@@ -357,3 +357,14 @@ def test_attrs_state_the_physics_choices() -> None:
     halos = attrs(Settings())
     assert halos["tier"] == "halos" and halos["halo_truncation_r200"] == 1.0 and "Tinker" in halos["halo_mass_function"]
     assert halos["heldout"].shape == (2, 2) and halos["map_size_deg"] == 3.5 and halos["z_source"] == 1.0
+
+
+def test_simulator_protocol_refuses_conditions_of_the_wrong_shape() -> None:
+    from surrogate.errors import SurrogateError
+
+    with pytest.raises(SurrogateError, match=r"\(N, 2\) array \(Omega_m, sigma_8\), got shape \(3,\)"):
+        ConvergenceMaps(TINY)(np.array([0.3, 0.8, 0.9]), seed=0)
+    with pytest.raises(SurrogateError, match="finite"):
+        ConvergenceMaps(TINY)(np.array([[0.3, np.nan]]), seed=0)
+    with pytest.raises(SurrogateError, match=r"heldout\[0\]: expected an \(Omega_m, sigma_8\) pair"):
+        cosmologies(replace(TINY, heldout=((0.3, 0.8, 0.1),)))
