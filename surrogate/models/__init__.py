@@ -11,7 +11,8 @@ Option]``: each with a default, a type and the values it may take. The config's 
 them; :func:`resolve_options` checks them and fills in defaults, and the resolved mapping travels in
 ``ModelSpec.options`` (so a checkpoint keeps the values it was built with). A model whose generator can
 take one extra N(0, 1) latent per feature says so with ``FEATURE_NOISE = True`` (``ModelSpec.feature_noise``,
-``train.feature_noise``; its ``build`` then takes ``feature_noise``). A model that owned a setting before
+``train.feature_noise``; its ``build`` then takes ``feature_noise``), or, where only some of its options use
+one, with ``FEATURE_NOISE`` a function of its resolved options. A model that owned a setting before
 generic code took it over names the old key in ``FORMER_NAMES: dict[str, str]`` (old -> new), so configs
 and checkpoints written with the old key still load.
 """
@@ -124,8 +125,15 @@ def available() -> list[str]:
 
 
 def feature_noise_models() -> list[str]:
-    """Names of the models whose generator takes one more latent per feature (``FEATURE_NOISE = True``)."""
+    """Names of the models whose generator can take one more latent per feature (``FEATURE_NOISE``)."""
     return sorted(name for name, module in _registry().items() if getattr(module, "FEATURE_NOISE", False))
+
+
+def takes_feature_noise(name: str, options: Mapping[str, Any] | None = None) -> bool:
+    """Whether model ``name`` built with ``options`` (resolved, :func:`resolve_options`) takes the
+    per-feature latent: ``FEATURE_NOISE``, or ``FEATURE_NOISE(options)`` where it is a function."""
+    flag = getattr(_module(name), "FEATURE_NOISE", False)
+    return bool(flag(resolve_options(name, options)) if callable(flag) else flag)
 
 
 def former_names() -> dict[str, str]:
@@ -183,9 +191,9 @@ def build_models(name: str, *, n_features: int, n_cond: int, latent_dim: int, hi
     resolved = resolve_options(name, options)
     if generator is None:
         generator = torch.Generator().manual_seed(0)
-    if feature_noise and not getattr(module, "FEATURE_NOISE", False):
-        raise ConfigError(f"train.feature_noise: model {name!r} takes no per-feature noise "
-                          f"(models that do: {', '.join(feature_noise_models())})")
+    if feature_noise and not takes_feature_noise(name, resolved):
+        raise ConfigError(f"train.feature_noise: model {name!r} with these options takes no per-feature noise "
+                          f"(models that can: {', '.join(feature_noise_models())})")
     extra: dict[str, Any] = {"feature_noise": True} if feature_noise else {}
     if resolved:
         extra["options"] = resolved

@@ -20,6 +20,16 @@ pooling) keeps where things are, which an image centred on its object needs. No 
 WGAN-GP's penalty is per sample (Gulrajani et al. 2017, sec. 4). Spectral normalisation (Miyato et al. 2018,
 arXiv:1802.05957) of every weight is an option, on for D.
 
+Instrument noise (option ``noise: instrument``): for images of a counting detector whose noise is known
+physics, the generator draws the noise-free image and the noise is added analytically, as the reference
+simulator adds it, so the networks need not learn pixel speckle. The output conv gives u per pixel; the
+noise-free image (the data's units) is I = scale sinh(softplus(u)) >= 0 (arcsinh units as the store's
+transform, positive as a count rate); then I + sqrt(sigma^2 + max(I, 0) / exposure) eps with eps one N(0, 1)
+latent per pixel (``train.feature_noise``: reproducible from the sampling seed, never the global RNG),
+mapped to model space by the store's transform (arcsinh(x / scale) - mean) / std. sigma (background), the
+exposure time and the transform's constants come from the fitted transform (``noise_sigma``,
+``noise_exposure_s``) and are kept as buffers, so a checkpoint rebuilds the generator alone.
+
 Widths: C_r = min(channels * H / r, hidden) channels at resolution r: ``channels_g`` / ``channels_d`` at
 full resolution, doubling at each halving, capped at ``train.hidden_g`` / ``train.hidden_d``; this keeps
 the cost per block about equal (16 channels at 64x64: ~38 MFLOP per generator block per image, ~17 per
@@ -56,7 +66,16 @@ OPTIONS = {
     "spectral_norm_d": Option(True, "spectral normalisation of every discriminator weight"),
     "spectral_norm_g": Option(False, "spectral normalisation of every generator weight"),
     "circular": Option(False, "circular (periodic) padding in every convolution, for maps on a torus"),
+    "noise": Option("none", "none: G draws the noisy image itself; instrument: G draws the noise-free image and "
+                    "Gaussian noise of the transform's noise model is added (needs train.feature_noise)",
+                    choices=("none", "instrument")),
 }
+MAX_ASINH = 20.0  # arcsinh units the noise-free image is capped at (scale sinh(20) ~ 2.4e8 x scale): overflow guard
+
+
+def FEATURE_NOISE(options: dict[str, Any]) -> bool:  # the registry reads this name (surrogate.models)
+    """G takes one N(0, 1) latent per pixel exactly when it draws instrument noise."""
+    return options.get("noise") == "instrument"
 
 
 def image_shape(n_features: int, event_shape: tuple[int, ...]) -> tuple[int, int]:
@@ -150,12 +169,56 @@ def _conv(c_in: int, c_out: int, circular: bool, *, down: bool = False) -> nn.Co
     return nn.Conv2d(c_in, c_out, 3, padding=1, padding_mode=mode)
 
 
+class InstrumentNoise(nn.Module):
+    """u (B, H*W) and eps (B, H*W) -> model-space images: noise-free scale sinh(softplus(u)) plus Gaussian noise.
+
+    Buffers (from the fitted transform's dict; a checkpoint restores them): ``scale``, ``mean``, ``std`` of
+    x = (arcsinh(image / scale) - mean) / std, ``sigma`` (background noise per pixel, the data's units) and
+    ``exposure`` (Poisson variance = image / exposure).
+    """
+
+    scale: torch.Tensor
+    mean: torch.Tensor
+    std: torch.Tensor
+    sigma: torch.Tensor
+    exposure: torch.Tensor
+
+    def __init__(self, transform: dict[str, Any] | None) -> None:
+        super().__init__()
+        values = {"scale": 1.0, "mean": 0.0, "std": 1.0, "sigma": 1.0, "exposure": 1.0}  # overwritten by a checkpoint
+        if transform is not None:
+            keys = {"scale": "scale", "mean": "mean", "std": "std", "sigma": "noise_sigma",
+                    "exposure": "noise_exposure_s"}
+            if transform.get("name") != "arcsinh" or not all(float(transform.get(k, 0.0)) > 0
+                                                              for k in ("scale", "std", "noise_sigma",
+                                                                        "noise_exposure_s")):
+                raise ConfigError("train.model_options.noise=instrument: the store's transform must be arcsinh "
+                                  "with a noise model (noise_sigma, noise_exposure_s > 0: inputs whose attributes "
+                                  f"state their noise); got {transform.get('name')!r} with noise_sigma "
+                                  f"{transform.get('noise_sigma', 0.0)}, noise_exposure_s "
+                                  f"{transform.get('noise_exposure_s', 0.0)}")
+            values = {name: float(transform[key]) for name, key in keys.items()}
+        for name, value in values.items():
+            self.register_buffer(name, torch.tensor(value, dtype=torch.float32))
+
+    def clean(self, u: torch.Tensor) -> torch.Tensor:
+        """The noise-free image in the data's units, >= 0."""
+        return self.scale * torch.sinh(F.softplus(u).clamp(max=MAX_ASINH))
+
+    def forward(self, u: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        image = self.clean(u)
+        noisy = image + torch.sqrt(self.sigma**2 + image / self.exposure) * eps
+        return (torch.asinh(noisy / self.scale) - self.mean) / self.std
+
+
 class ImageGenerator(nn.Module):
-    """forward(z: (B, latent_dim), cond: (B, n_cond)) -> (B, H * W), model space."""
+    """forward(z: (B, latent_dim [+ H * W with instrument noise]), cond: (B, n_cond)) -> (B, H * W), model space."""
 
     def __init__(self, side: int, n_cond: int, latent_dim: int, channels: int, cap: int, embed: int,
-                 circular: bool) -> None:
+                 circular: bool, noise: InstrumentNoise | None = None) -> None:
         super().__init__()
+        self.latent_dim = latent_dim
+        self.noise = noise
         width = widths(side, channels, cap)
         self.c0 = width[START]
         self.embed = nn.Sequential(nn.Linear(n_cond, embed), nn.LeakyReLU(NEGATIVE_SLOPE),
@@ -168,13 +231,24 @@ class ImageGenerator(nn.Module):
         self.out = _conv(width[side], 1, circular)
         self.act = nn.LeakyReLU(NEGATIVE_SLOPE)
 
-    def forward(self, z: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+    def _draw(self, z: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """(B, H * W): the output conv's value per pixel, from the first latent_dim values of z."""
         e = self.embed(cond)
-        h = self.project(torch.cat([z, e], dim=1)).view(len(z), self.c0, START, START)
+        h = self.project(torch.cat([z[:, :self.latent_dim], e], dim=1)).view(len(z), self.c0, START, START)
         h = self.act(self.film0(h, e))
         for conv, film in zip(self.convs, self.films, strict=True):
             h = self.act(film(conv(_upsample(h)), e))
         return self.out(h).flatten(1)
+
+    def forward(self, z: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        u = self._draw(z, cond)
+        return u if self.noise is None else self.noise(u, z[:, self.latent_dim:])
+
+    def noise_free(self, z: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """(B, H * W) noise-free images in the data's units (instrument noise only)."""
+        if self.noise is None:
+            raise ValueError("noise_free: this generator draws no instrument noise (option noise: none)")
+        return self.noise.clean(self._draw(z, cond))
 
 
 class ImageDiscriminator(nn.Module):
@@ -219,21 +293,27 @@ def _spectral_norm(network: nn.Module, generator: torch.Generator) -> None:
 
 def build(*, n_features: int, n_cond: int, latent_dim: int, hidden_g: int, hidden_d: int, layer_norm: bool,
           generator: torch.Generator, feature_groups: int = 0, event_shape: tuple[int, ...] = (),
-          transform: dict[str, Any] | None = None,
-          options: dict[str, Any] | None = None) -> tuple[nn.Module, nn.Module]:
+          transform: dict[str, Any] | None = None, options: dict[str, Any] | None = None,
+          feature_noise: bool = False) -> tuple[nn.Module, nn.Module]:
     """(G, D) for (H, W) = ``event_shape`` images (see :func:`image_shape`); ``options`` resolved by
-    surrogate.models.resolve_options. ``layer_norm`` and ``transform`` are unused (FiLM normalises; the
-    networks need no fitted transform); a physics critic (``feature_groups``) does not exist here."""
+    surrogate.models.resolve_options. ``layer_norm`` is unused (FiLM normalises); ``transform`` (the
+    store's fitted transform) gives instrument noise its constants (a rebuild from a checkpoint needs
+    none); ``feature_noise``: G takes z of latent_dim + H * W, the noise's latents (only with
+    ``noise: instrument``, which needs it). A physics critic (``feature_groups``) does not exist here."""
     if feature_groups:
         raise ConfigError("train.physics_critic: image_gan has no critic on feature-group sums; "
                           "set train.physics_critic=false")
     opts = {key: option.default for key, option in OPTIONS.items()} | dict(options or {})
     side, _ = image_shape(n_features, event_shape)
+    if (opts["noise"] == "instrument") != feature_noise:
+        raise ConfigError("train.feature_noise: image_gan takes per-pixel latents exactly with "
+                          "train.model_options.noise=instrument (set both, or neither)")
     # modules initialise themselves from the global RNG on construction; fork it so building a model
     # leaves the global stream untouched, then draw the real initialisation from ``generator``.
     with torch.random.fork_rng(devices=[]):
+        noise = InstrumentNoise(transform) if opts["noise"] == "instrument" else None
         g = ImageGenerator(side, n_cond, latent_dim, opts["channels_g"], hidden_g, opts["cond_embed"],
-                           opts["circular"])
+                           opts["circular"], noise)
         d = ImageDiscriminator(side, n_cond, opts["channels_d"], hidden_d, opts["circular"])
     films = {module.film for module in g.modules() if isinstance(module, FiLM)}
     for module in (*g.modules(), *d.modules()):

@@ -32,7 +32,7 @@ from surrogate.config import Config, config_to_dict
 from surrogate.data.hdf5 import open_h5
 from surrogate.data.loader import StoreLoader
 from surrogate.errors import InputError, SurrogateError
-from surrogate.models import ModelSpec, build_from_spec, feature_noise_models, former_names, resolve_options
+from surrogate.models import ModelSpec, build_from_spec, former_names, resolve_options, takes_feature_noise
 from surrogate.training import distributed
 from surrogate.training.checkpoint import load_checkpoint, save_checkpoint
 from surrogate.training.ema import EMA
@@ -164,11 +164,11 @@ def model_spec(cfg: Config, n_features: int, n_cond: int) -> ModelSpec:
     # a store of another size than the domain's events (e.g. a synthetic test store) is one flat axis
     shape = tuple(domain.event_shape) if math.prod(domain.event_shape) == n_features else ()
     name = t.model or domain.default_model
+    options = resolve_options(name, t.model_options)
     return ModelSpec(name=name, n_features=n_features, n_cond=n_cond,
                      latent_dim=t.latent_dim, hidden_g=t.hidden_g, hidden_d=t.hidden_d, layer_norm=t.layer_norm,
                      feature_groups=groups, event_shape=shape,
-                     feature_noise=t.feature_noise and name in feature_noise_models(),
-                     options=resolve_options(name, t.model_options))
+                     feature_noise=t.feature_noise and takes_feature_noise(name, options), options=options)
 
 
 def new_state(cfg: Config, spec: ModelSpec, device: torch.device, rank: int,

@@ -18,7 +18,7 @@ from surrogate.config import config_from_dict, load_config
 from surrogate.data.transforms import load_transform, save_transform
 from surrogate.domains import get_domain
 from surrogate.domains.strong_lensing import DOMAIN, SimulateConfig, schema
-from surrogate.domains.strong_lensing.transform import ArcsinhTransform
+from surrogate.domains.strong_lensing.transform import ArcsinhTransform, noise_model
 from surrogate.errors import ConfigError, InputError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -243,6 +243,29 @@ def test_transform_fit_is_bit_identical_for_any_chunking_and_inverts(tmp_path: P
     assert isinstance(loaded, ArcsinhTransform) and loaded.to_dict() == t.to_dict()
     lazy = DOMAIN.fit_transform(DOMAIN.open_lazy((str(_write(tmp_path / "f.h5", images, cond)),), 9))
     assert lazy.to_dict() == t.to_dict()
+
+
+
+def test_the_fitted_transform_carries_the_noise_model_every_input_states(tmp_path: Path) -> None:
+    """background_noise_e_per_s and exposure_time_s x num_exposures of the inputs become the transform's
+    noise_sigma and noise_exposure_s (what image_gan's instrument noise draws); none when an input lacks
+    them or the inputs disagree; transforms saved before they existed load with none."""
+    images, cond = _events(20)
+    stated = ATTRS | {"exposure_time_s": 566.0, "num_exposures": 4}
+    one = _write(tmp_path / "one.h5", images, cond, stated)
+    two = _write(tmp_path / "two.h5", images, cond, stated)
+    t = DOMAIN.fit_transform(DOMAIN.open_lazy((str(one), str(two)), 9))
+    assert (t.noise_sigma, t.noise_exposure_s) == (0.0109, 2264.0)
+    assert ArcsinhTransform.from_dict(t.to_dict()).to_dict() == t.to_dict()
+    old = {k: v for k, v in t.to_dict().items() if not k.startswith("noise_")}
+    assert ArcsinhTransform.from_dict(old).noise_sigma == 0.0
+    other = _write(tmp_path / "other.h5", images, cond, stated | {"num_exposures": 2})
+    assert noise_model([stated, stated | {"num_exposures": 2}]) == (0.0, 0.0)
+    assert DOMAIN.fit_transform(DOMAIN.open_lazy((str(one), str(other)), 9)).noise_sigma == 0.0
+    assert noise_model([ATTRS]) == (0.0, 0.0)  # no exposure time: no noise model
+    assert noise_model([stated | {"background_noise_e_per_s": 0.0}]) == (0.0, 0.0)  # noise-free images
+    with pytest.raises(ValueError, match="must be >= 0"):
+        ArcsinhTransform.from_dict(t.to_dict() | {"noise_sigma": -1.0})
 
 
 # ---- config -----------------------------------------------------------------------------------------

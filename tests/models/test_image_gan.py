@@ -174,7 +174,7 @@ def test_circular_padding_makes_convolutions_periodic() -> None:
 
 @pytest.mark.parametrize(("options", "message"), [
     ({"channel_g": 8}, "train.model_options.channel_g: model 'image_gan' has no such option (its options: "
-                       "channels_d, channels_g, circular, cond_embed, spectral_norm_d, spectral_norm_g)"),
+                       "channels_d, channels_g, circular, cond_embed, noise, spectral_norm_d, spectral_norm_g)"),
     ({"channels_g": 0}, "train.model_options.channels_g: expected a number > 0, got 0"),
     ({"channels_g": 8.5}, "train.model_options.channels_g: expected an integer, got 8.5"),
     ({"channels_g": True}, "train.model_options.channels_g: expected an integer, got True"),
@@ -194,7 +194,8 @@ def test_options_through_the_config_and_into_the_spec() -> None:
     spec = model_spec(cfg, 256, 1)
     # the spec holds every option, the unset ones at their defaults, so a checkpoint is self-describing
     assert spec.options == {"channels_g": 4, "channels_d": 16, "cond_embed": 64, "spectral_norm_d": True,
-                            "spectral_norm_g": False, "circular": True}
+                            "spectral_norm_g": False, "circular": True, "noise": "none"}
+    assert not spec.feature_noise  # train.feature_noise is on by default, but only instrument noise takes it
     g, _ = build_from_spec(ModelSpec.from_dict(spec.to_dict()))
     assert [m.out_channels for m in g.modules() if isinstance(m, nn.Conv2d)] == [8, 4, 1]
     with pytest.raises(ConfigError, match=r"^train\.model_options: expected a mapping of names to values"):
@@ -306,3 +307,76 @@ def test_learns_a_blob_whose_position_is_the_condition() -> None:
         torch.set_num_threads(threads)
     assert abs(r0) < 0.5  # the untrained generator does not know where the blob goes
     assert r > 0.95 and 2.8 < slope < 5.0 and error < 0.6, (r, slope, error)
+
+
+# ---- instrument noise ----------------------------------------------------------------------------------
+
+NOISY = {"name": "arcsinh", "mean": 1.3, "std": 1.5, "scale": 0.01, "noise_sigma": 0.011, "noise_exposure_s": 2264.0}
+
+
+def _noisy(side: int = 16, seed: int = 0, transform: dict[str, Any] | None = NOISY) -> nn.Module:
+    g, _ = build_models("image_gan", n_features=side * side, n_cond=2, latent_dim=8, hidden_g=32, hidden_d=32,
+                        event_shape=(side, side), options={"channels_g": 4, "channels_d": 4, "noise": "instrument"},
+                        feature_noise=True, transform=transform, generator=torch.Generator().manual_seed(seed))
+    return g
+
+
+def test_instrument_noise_is_the_transform_noise_model_around_the_noise_free_image() -> None:
+    """Model space -> data units by the transform's inverse: image - noise_free = sqrt(sigma^2 + I / T) eps,
+    with eps exactly the per-pixel latents; the noise-free image is >= 0."""
+    g = _noisy()
+    gen = torch.Generator().manual_seed(5)
+    z, cond = torch.randn(64, 8 + 256, generator=gen), torch.rand(64, 2, generator=gen) * 2 - 1
+    with torch.no_grad():
+        x, clean = g(z, cond).double(), g.noise_free(z, cond).double()
+    image = NOISY["scale"] * torch.sinh(x * NOISY["std"] + NOISY["mean"])  # ArcsinhTransform.inverse
+    assert (clean >= 0).all() and clean.max() > 0
+    sigma = torch.sqrt(NOISY["noise_sigma"] ** 2 + clean / NOISY["noise_exposure_s"])
+    torch.testing.assert_close((image - clean) / sigma, z[:, 8:].double(), rtol=1e-4, atol=1e-4)
+    # the first latent_dim values draw the noise-free image, the rest only the noise
+    z2 = z.clone()
+    z2[:, 8:] = torch.randn(64, 256, generator=gen)
+    with torch.no_grad():
+        torch.testing.assert_close(g.noise_free(z2, cond), g.noise_free(z, cond), rtol=0, atol=0)
+        assert not torch.equal(g(z2, cond), g(z, cond))
+
+
+def test_instrument_noise_of_a_known_image_has_the_poisson_and_background_variance() -> None:
+    """The noise module alone, on a noise-free image of 0 and of 10 e-/s: pixel variance sigma^2 + I / T."""
+    g = _noisy()
+    noise = g.noise
+    gen = torch.Generator().manual_seed(1)
+    eps = torch.randn(20000, 256, generator=gen, dtype=torch.float32)
+    for level in (0.0, 10.0):
+        # u such that scale sinh(softplus(u)) = level (u -> -inf for 0)
+        target = math.asinh(level / NOISY["scale"])
+        u = torch.full((20000, 256), -30.0 if level == 0 else math.log(math.expm1(target)))
+        with torch.no_grad():
+            torch.testing.assert_close(noise.clean(u[:1]), torch.full((1, 256), level), rtol=1e-4, atol=1e-9)
+            x = noise(u, eps).double()
+        image = NOISY["scale"] * torch.sinh(x * NOISY["std"] + NOISY["mean"])
+        expected = math.sqrt(NOISY["noise_sigma"] ** 2 + level / NOISY["noise_exposure_s"])
+        assert float(image.std()) == pytest.approx(expected, rel=0.01)
+        assert float(image.mean()) == pytest.approx(level, abs=3 * expected / math.sqrt(image.numel()) + 1e-6)
+
+
+def test_instrument_noise_needs_the_per_pixel_latent_and_a_noise_model_and_rebuilds_from_a_checkpoint() -> None:
+    with pytest.raises(ConfigError, match=r"^train\.feature_noise: image_gan takes per-pixel latents exactly with"):
+        build_models("image_gan", n_features=256, n_cond=1, latent_dim=4, hidden_g=8, hidden_d=8,
+                     event_shape=(16, 16), options={"noise": "instrument"}, transform=NOISY)
+    with pytest.raises(ConfigError, match=r"^train\.model_options\.noise=instrument: the store's transform must be "
+                                          r"arcsinh with a noise model .* noise_sigma 0\.0, noise_exposure_s 0\.0$"):
+        _noisy(transform={**NOISY, "noise_sigma": 0.0, "noise_exposure_s": 0.0})
+    cfg = _config(model_options={"noise": "instrument"})
+    spec = model_spec(cfg, 256, 2)
+    assert spec.feature_noise and spec.z_dim == 8 + 256  # train.feature_noise (default true) is honoured
+    assert not model_spec(_config(model_options={"noise": "instrument"}, feature_noise=False), 256, 2).feature_noise
+    g = _noisy(seed=2)
+    rebuilt, _ = build_from_spec(ModelSpec.from_dict(spec.to_dict() | {"n_cond": 2, "hidden_g": 32, "hidden_d": 32,
+                                                                       "options": spec.options | {"channels_g": 4,
+                                                                                                  "channels_d": 4}}))
+    rebuilt.load_state_dict(g.state_dict())  # no transform at rebuild: the buffers come from the state
+    assert float(rebuilt.noise.exposure) == NOISY["noise_exposure_s"]
+    z, cond = torch.randn(3, 8 + 256), torch.zeros(3, 2)
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(z, cond), g(z, cond), rtol=0, atol=0)

@@ -17,7 +17,7 @@ import numpy as np
 from surrogate.config import NON_NEGATIVE, POSITIVE, SEED, ConfigError, Range, check_ranges
 from surrogate.domains.base import Condition, FeatureLayout, HistogramSpec, LazyEvents
 from surrogate.domains.strong_lensing import schema, validation
-from surrogate.domains.strong_lensing.transform import ArcsinhTransform
+from surrogate.domains.strong_lensing.transform import ArcsinhTransform, noise_model
 from surrogate.errors import InputError
 from surrogate.simulators.lenstronomy_lens import NUISANCE as NUISANCE_COLUMNS
 from surrogate.simulators.lenstronomy_lens import Settings, columns
@@ -257,10 +257,10 @@ class StrongLensing:
 
     # ---- model-side --------------------------------------------------------------------------------
     def fit_transform(self, events: LazyEvents) -> ArcsinhTransform:
-        return ArcsinhTransform.fit(events.data, events.cond)
+        return ArcsinhTransform.fit(events.data, events.cond, noise=_noise_model(events))
 
     def fit_transform_lazy(self, events: LazyEvents) -> Any:
-        return ArcsinhTransform.lazy_fit(events.data, events.cond)
+        return ArcsinhTransform.lazy_fit(events.data, events.cond, noise=_noise_model(events))
 
     # ---- validation (validation.py) ---------------------------------------------------------------------
     def _images(self, data: np.ndarray) -> np.ndarray:
@@ -293,6 +293,17 @@ class StrongLensing:
                     columns: Mapping[str, tuple[np.ndarray, np.ndarray]], out_dir: Path) -> list[Path]:
         return validation.extra_plots(reference, columns, out_dir, _side(np.asarray(reference[0])),
                                       self.pixel_scale)
+
+
+def _noise_model(events: LazyEvents) -> tuple[float, float]:
+    """The noise model every input file states (transform.noise_model), carried by the fitted transform."""
+    from surrogate.data.hdf5 import open_h5
+
+    attrs = []
+    for source in events.sources:
+        with open_h5(source) as f:
+            attrs.append(dict(f.attrs))
+    return noise_model(attrs)
 
 
 def _side(images: np.ndarray) -> int:

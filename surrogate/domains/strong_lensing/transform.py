@@ -7,6 +7,14 @@ noise pixels map symmetrically (a log would not take them). One global mean and 
 per pixel): a convolutional generator should not have a pixel template imposed on it.
 
 The fit sums fixed-point integers (2**-20 in arcsinh units), so it is bit-identical for any chunking.
+
+The transform also carries the instrument's noise model when the inputs state it (root attributes
+``background_noise_e_per_s``, ``exposure_time_s`` x ``num_exposures``): per pixel Gaussian noise of variance
+``noise_sigma**2 + max(image, 0) / noise_exposure_s`` around the noise-free image, lenstronomy's
+approximation (SimulationAPI/observation_api.py: ``estimate_noise`` = sqrt(background_noise**2 +
+flux_noise**2), flux_noise**2 = flux / total exposure time). A generator may draw the noise-free image and
+this noise analytically (image_gan's ``noise: instrument``). Zeros: unknown (inputs without those
+attributes, noise-free inputs, or inputs that disagree).
 """
 
 from __future__ import annotations
@@ -61,7 +69,7 @@ class ArcsinhTransform:
     name = "arcsinh"
 
     def __init__(self, mean: float, std: float, cond_lo: np.ndarray, cond_hi: np.ndarray, n_features: int,
-                 scale: float = SCALE_E_PER_S) -> None:
+                 scale: float = SCALE_E_PER_S, noise_sigma: float = 0.0, noise_exposure_s: float = 0.0) -> None:
         self.mean = float(mean)
         self.std = float(std)
         self.cond_lo = np.asarray(cond_lo, dtype=np.float64).reshape(-1)
@@ -72,21 +80,28 @@ class ArcsinhTransform:
             raise ValueError(f"std {self.std} and scale {scale} must be > 0")
         self.n_features = int(n_features)
         self.scale = float(scale)
+        if not (noise_sigma >= 0 and noise_exposure_s >= 0):
+            raise ValueError(f"noise_sigma {noise_sigma} and noise_exposure_s {noise_exposure_s} must be >= 0")
+        self.noise_sigma = float(noise_sigma)  # e-/s per pixel, background (sky + read); 0 = unknown
+        self.noise_exposure_s = float(noise_exposure_s)  # total exposure [s]: Poisson variance image / it; 0 = unknown
 
     # ---- fitting ---------------------------------------------------------------------------------
     @classmethod
-    def lazy_fit(cls, data: Any, cond: Any, scale: float = SCALE_E_PER_S) -> _ArcsinhFit:
-        """A LazyFit over dask arrays data (N, H*W) and cond (N, K) chunked along events alike."""
-        return _ArcsinhFit(data, cond, scale)
+    def lazy_fit(cls, data: Any, cond: Any, scale: float = SCALE_E_PER_S,
+                 noise: tuple[float, float] = (0.0, 0.0)) -> _ArcsinhFit:
+        """A LazyFit over dask arrays data (N, H*W) and cond (N, K) chunked along events alike;
+        ``noise``: (noise_sigma, noise_exposure_s) carried into the result (:func:`noise_model`)."""
+        return _ArcsinhFit(data, cond, scale, noise)
 
     @classmethod
-    def fit(cls, data: Any, cond: Any, scale: float = SCALE_E_PER_S) -> ArcsinhTransform:
+    def fit(cls, data: Any, cond: Any, scale: float = SCALE_E_PER_S,
+            noise: tuple[float, float] = (0.0, 0.0)) -> ArcsinhTransform:
         import dask
         import dask.array as da
 
         data = da.asarray(data)
         cond = da.asarray(cond).rechunk((data.chunks[0], cond.shape[1]))
-        lazy = cls.lazy_fit(data, cond, scale)
+        lazy = cls.lazy_fit(data, cond, scale, noise)
         (computed,) = dask.compute(lazy.blocks(0, lazy.n_blocks))
         lazy.update(computed)
         return lazy.finish()
@@ -122,23 +137,26 @@ class ArcsinhTransform:
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "mean": self.mean, "std": self.std, "scale": self.scale,
                 "n_features": self.n_features, "cond_lo": [float(v) for v in self.cond_lo],
-                "cond_hi": [float(v) for v in self.cond_hi]}
+                "cond_hi": [float(v) for v in self.cond_hi], "noise_sigma": self.noise_sigma,
+                "noise_exposure_s": self.noise_exposure_s}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ArcsinhTransform:
         return cls(mean=float(d["mean"]), std=float(d["std"]), cond_lo=np.asarray(d["cond_lo"], dtype=np.float64),
                    cond_hi=np.asarray(d["cond_hi"], dtype=np.float64), n_features=int(d["n_features"]),
-                   scale=float(d["scale"]))
+                   scale=float(d["scale"]), noise_sigma=float(d.get("noise_sigma", 0.0)),  # absent before 2026-12
+                   noise_exposure_s=float(d.get("noise_exposure_s", 0.0)))
 
 
 class _ArcsinhFit:
     """Per-block fixed-point moments and condition extremes, folded into exact totals."""
 
-    def __init__(self, data: Any, cond: Any, scale: float) -> None:
+    def __init__(self, data: Any, cond: Any, scale: float, noise: tuple[float, float] = (0.0, 0.0)) -> None:
         if data.numblocks[1] != 1 or cond.numblocks[1] != 1 or cond.chunks[0] != data.chunks[0]:
             raise ValueError("data and cond must be chunked along events only, with the same event chunks")
         self.n_blocks = data.numblocks[0]
         self._scale = scale
+        self._noise = noise
         self._k = cond.shape[1]
         self._n_features = data.shape[1]
         self._stats = data.map_blocks(_block_stats, cond, scale=scale, dtype=np.float64,
@@ -169,4 +187,24 @@ class _ArcsinhFit:
         var = self._sums[1] / (_FIXED_POINT * self._n_values) - mean**2
         std = max(float(np.sqrt(max(var, 0.0))), STD_FLOOR)
         return ArcsinhTransform(mean=mean, std=std, cond_lo=self._lo, cond_hi=self._hi,
-                                n_features=self._n_features, scale=self._scale)
+                                n_features=self._n_features, scale=self._scale, noise_sigma=self._noise[0],
+                                noise_exposure_s=self._noise[1])
+
+
+def noise_model(attrs: list[Any]) -> tuple[float, float]:
+    """(noise_sigma [e-/s], noise_exposure_s [s]) that every one of the inputs' root attribute mappings
+    states (``background_noise_e_per_s``, ``exposure_time_s`` x ``num_exposures``); (0, 0) where one lacks
+    them, states no noise, or they disagree (relative 1e-9): then nothing may assume a noise model."""
+    models = []
+    for a in attrs:
+        try:
+            sigma = float(a["background_noise_e_per_s"])
+            exposure = float(a["exposure_time_s"]) * float(a["num_exposures"])
+        except (KeyError, TypeError, ValueError):
+            return 0.0, 0.0
+        if not (np.isfinite(sigma) and np.isfinite(exposure) and sigma > 0 and exposure > 0):
+            return 0.0, 0.0
+        models.append((sigma, exposure))
+    if not models or not np.allclose(models, models[0], rtol=1e-9, atol=0.0):
+        return 0.0, 0.0
+    return models[0]
