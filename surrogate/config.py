@@ -157,8 +157,12 @@ class GenerateConfig:
     seed: int = 0  # seeds the latents
     baselines: tuple[str, ...] = ()  # classical models (surrogate.baselines) fitted on a train split, beside the GAN
     baseline_store: str = ""  # prepare folder whose train split the baselines are fitted on; empty = this run's
+    # also write generated_fit.h5 for this many rows of that folder's train split conditions (0 = none): the
+    # training sample of validation metrics that learn (the image classifier; README "validate")
+    fit_events: int = 0
 
-    RANGES: ClassVar[dict[str, Range]] = {"n_events": NON_NEGATIVE, "batch_size": POSITIVE, "seed": SEED}
+    RANGES: ClassVar[dict[str, Range]] = {"n_events": NON_NEGATIVE, "batch_size": POSITIVE, "seed": SEED,
+                                          "fit_events": NON_NEGATIVE}
 
     def __post_init__(self) -> None:
         from surrogate.baselines import get_baseline

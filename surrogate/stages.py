@@ -303,8 +303,12 @@ def run_generate(cfg: Config, run_dir: Path, *, tracker: Any = None, progress: b
             raise SurrogateError(f"generate.baselines: {name} is fitted on {store_dir / 'store.h5'}, which does "
                                  "not exist (set generate.baseline_store to a prepare folder, or "
                                  "generate.baselines=[])")
+    if gcfg.fit_events and not (store_dir / "store.h5").exists():
+        raise SurrogateError(f"generate.fit_events: the training sample's conditions come from "
+                             f"{store_dir / 'store.h5'}, which does not exist (set generate.baseline_store to a "
+                             "prepare folder, or generate.fit_events=0)")
     inputs = [p for p in (None if from_mlflow else ckpt_path, cond_path) if p is not None]
-    if gcfg.baselines:  # the baselines are fitted on the store's train split
+    if gcfg.baselines or gcfg.fit_events:  # the baselines are fitted on the store's train split
         inputs += [store_dir / "store.h5"]
     key = runfolder.stage_key("generate", stage_settings(cfg, "generate"), inputs, run_dir)
     kept = _kept(run_dir, "generate", key, continue_run=continue_run)
@@ -344,12 +348,49 @@ def run_generate(cfg: Config, run_dir: Path, *, tracker: Any = None, progress: b
         metrics = {"n_events": float(len(cond)), "seconds": seconds,
                    "ms_per_event": 1e3 * seconds / max(len(cond), 1)}
         outputs = {"events": path}
+        if gcfg.fit_events:
+            metrics["fit_events"] = float(_generate_fit_sample(sur, ckpt_path, domain, store_dir, gcfg, out, progress))
+            outputs["fit"] = out / FIT_SAMPLE
         for name in gcfg.baselines:
             metrics.update(_generate_baseline(name, domain, store_dir, cond, source, gcfg, out, mlrun, progress))
             outputs[f"baseline_{name}"] = out / f"baseline_{name}.h5"
         mlrun.log_metrics(metrics)
         return _finish(folder, StageResult("generate", out, time.perf_counter() - t0, metrics, outputs,
                                            mlrun.run_id))
+
+
+FIT_SAMPLE = "generated_fit.h5"  # generate's training sample for validation metrics that learn
+
+
+def fit_conditions(store_dir: Path, n_events: int) -> Any:
+    """(n, n_cond) float32: the physical conditions of the first ``n_events`` events of a prepared store's
+    train split (all of them if it holds fewer)."""
+    import numpy as np
+
+    from surrogate.data.hdf5 import open_h5, require_dataset
+
+    with open_h5(store_dir / "store.h5") as f:
+        return np.asarray(require_dataset(f, "train/cond_raw")[:n_events], dtype=np.float32)
+
+
+def _generate_fit_sample(sur: Any, ckpt_path: Path, domain: Any, store_dir: Path, gcfg: Any, out: Path,
+                         progress: bool) -> int:
+    """generated_fit.h5: the surrogate at the conditions of the store's first ``fit_events`` training events,
+    from latents of their own (seed stream 1 of generate.seed), so they share nothing with generated.h5."""
+    import numpy as np
+
+    cond = fit_conditions(store_dir, gcfg.fit_events)
+    seed = int(np.random.SeedSequence([gcfg.seed, 1]).generate_state(1)[0])
+    say(f"generate: the training sample, {len(cond)} events at the conditions of {store_dir / 'store.h5'} "
+        f"(train split) -> {out / FIT_SAMPLE}")
+    blocks = sur.iter_generate(cond, seed=seed, batch_size=gcfg.batch_size, extrapolate=gcfg.extrapolate,
+                               where=str(store_dir / "store.h5"))
+    domain.write_events(out / FIT_SAMPLE, _progress(blocks, len(cond), gcfg.batch_size, progress, "generate fit"),
+                        len(cond), {"generator": str(ckpt_path),
+                                    "generator_step": sur.step, "seed": seed, "use_ema": gcfg.use_ema,
+                                    "conditions_from": f"{store_dir / 'store.h5'} train split",
+                                    "simulator": "surrogate GAN"}, dtype=gcfg.dtype)
+    return len(cond)
 
 
 def _generate_baseline(name: str, domain: Any, store_dir: Path, cond: Any, source: str, gcfg: Any, out: Path,
@@ -410,20 +451,53 @@ def validate_inputs(cfg: Config, run_dir: Path) -> tuple[Path, Path, Path | None
     return gen, ref, ref_b, baselines
 
 
+def fit_inputs(cfg: Config, run_dir: Path) -> tuple[Path, Path] | None:
+    """(store.h5, generated_fit.h5) of this run when generate wrote a training sample for the surrogate that
+    validate scores (validate.generated not set), else None."""
+    fit = run_dir / "generate" / FIT_SAMPLE
+    store_dir = Path(cfg.generate.baseline_store) if cfg.generate.baseline_store else run_dir / "prepare"
+    if cfg.validate.generated or not fit.is_file() or not (store_dir / "store.h5").is_file():
+        return None
+    return store_dir / "store.h5", fit
+
+
+def read_fit_samples(domain: Any, store: Path, fit: Path) -> tuple[tuple[Any, Any], tuple[Any, Any]]:
+    """((reference data, cond), (generated data, cond)): generate's training sample and the store's train
+    split events at the same rows (physical units)."""
+    import numpy as np
+
+    from surrogate.baselines import iter_store_split
+
+    gen_data, gen_cond = domain.read_events(fit)
+    blocks, n = [], 0
+    for data, cond in iter_store_split(store.parent, "train"):
+        blocks.append((data[:len(gen_cond) - n], cond[:len(gen_cond) - n]))
+        n += len(blocks[-1][1])
+        if n >= len(gen_cond):
+            break
+    ref_data = np.concatenate([b[0] for b in blocks])
+    ref_cond = np.concatenate([b[1] for b in blocks])
+    if len(ref_cond) != len(gen_cond):
+        raise InputError(fit, None, f"{len(gen_cond)} events, but the train split of {store} holds {len(ref_cond)}")
+    return (ref_data, ref_cond), (gen_data, gen_cond)
+
+
 def run_validate(cfg: Config, run_dir: Path, *, tracker: Any = None, progress: bool = True,
                  continue_run: bool = False) -> StageResult:
     from surrogate.validation import validate_files
 
     domain = domain_for(cfg)
     gen, ref, ref_b, baselines = validate_inputs(cfg, run_dir)
-    # the floor's reference and the baselines are inputs too: a changed file redoes the stage
-    inputs = [gen, ref, *([ref_b] if ref_b else []), *baselines.values()]
+    fit_paths = fit_inputs(cfg, run_dir)
+    # the floor's reference, the baselines and the training samples are inputs too: a changed file redoes it
+    inputs = [gen, ref, *([ref_b] if ref_b else []), *baselines.values(), *(fit_paths[1:] if fit_paths else ())]
     for path in inputs:
         domain.check_file(path)
     if cfg.validate.reference and not cfg.validate.accept_implausible:
         # a reference brought from outside the run is checked as prepare checks its inputs
         domain.check_plausible(ref, setting="validate.accept_implausible")
-    key = runfolder.stage_key("validate", stage_settings(cfg, "validate"), inputs, run_dir)
+    key = runfolder.stage_key("validate", stage_settings(cfg, "validate"), [*inputs, *(fit_paths or ())[:1]],
+                              run_dir)
     kept = _kept(run_dir, "validate", key, continue_run=continue_run)
     if kept:
         return kept
@@ -438,8 +512,13 @@ def run_validate(cfg: Config, run_dir: Path, *, tracker: Any = None, progress: b
         floor_from = ref_b or f"two halves of {ref}"
         say(f"validate: {gen} against {ref}; floor from {floor_from}"
             + (f"; baselines {', '.join(baselines)}" if baselines else "") + f" -> {out}")
+        fit_samples = None
+        if fit_paths:
+            say(f"validate: training samples for the metrics that learn: {fit_paths[1]} and the train split "
+                f"of {fit_paths[0]}")
+            fit_samples = read_fit_samples(domain, *fit_paths)
         report = validate_files(domain, gen, ref, cfg.validate, out, reference_b_path=ref_b,
-                                baselines=baselines, progress=progress)
+                                baselines=baselines, fit_samples=fit_samples, progress=progress)
         (out / "config.yaml").write_text(dump_config(cfg))
         metrics = report.flat_metrics()
         mlrun.log_metrics(metrics)

@@ -49,6 +49,13 @@ def test_images_keep_their_layout_and_conditions(finished_run: tuple[Path, str, 
         assert str(gen["conditions"].attrs["columns"][0]) == "theta_E"
         np.testing.assert_array_equal(gen["conditions"][:], ref["conditions"][:])
         assert gen.attrs["pixel_scale_arcsec"] == pytest.approx(0.101)
+    # the image classifier's training sample: generated at the train split's conditions, row by row
+    with h5py.File(run_dir / "generate/generated_fit.h5") as fit, h5py.File(run_dir / "prepare/store.h5") as store:
+        assert fit["images"].shape == (210, 32, 32)
+        np.testing.assert_array_equal(fit["conditions"][:], store["train/cond_raw"][:])
+    # the generator drew the noise-free image and the file's noise model (noise: instrument in the quickstart)
+    transform = json.loads((run_dir / "prepare/transform.json").read_text())
+    assert transform["noise_sigma"] == pytest.approx(0.0109, rel=0.01) and transform["noise_exposure_s"] == 2264.0
 
 
 def test_report_has_the_domains_metrics_beside_the_floor(finished_run: tuple[Path, str, int]) -> None:
@@ -67,6 +74,12 @@ def test_report_has_the_domains_metrics_beside_the_floor(finished_run: tuple[Pat
     assert saved["metrics"]["precision"] < saved["floor"]["precision"]
     for figure in ("example_images.png", "ring_radius_vs_theta_E.png", "profiles.png", "global_observables.png"):
         assert (run_dir / "validate" / figure).is_file(), figure
+    # the image classifier trained on the training samples (210 training-split lenses and as many generated
+    # at their conditions, halved) and scored the compared samples
+    assert saved["comparison"]["n_fit_per_column"] == 105
+    for column in ("floor", "surrogate"):
+        cnn = saved["classifier"][column]["cnn (images)"]
+        assert cnn["n_train"] + 2 * 21 == 2 * 105 and cnn["n_test"] == 2 * saved["comparison"]["n_per_column"]
     client = mlflow.MlflowClient(uri)
     exp = client.get_experiment_by_name("surrogate-strong_lensing")
     val = next(r for r in client.search_runs([exp.experiment_id]) if r.info.run_name == "validate")

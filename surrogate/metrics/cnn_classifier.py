@@ -17,6 +17,12 @@ same protocol where it carries over:
   split are the result (the uncalibrated AUC is reported beside: calibration is monotone, so the two
   differ only through ties).
 
+With separate training samples (``fit_ref``, ``fit_gen``: e.g. the reference's training split against as
+many generated images at its conditions) the network learns from those, split 80/20 into train /
+validation (early stopping and calibration), and the two given samples are the test split, used whole (cut
+to one size n): a classifier that saw a few hundred images a class could not learn what many thousand
+show, and the test AUC stays an unbiased two-sample statistic because no test image was trained on.
+
 Seeded: one ``seed`` drives the subsampling and splits (numpy) and the weights and batch order (an
 explicit ``torch.Generator``); two calls with the same inputs and seed give identical numbers on the same
 machine, and torch's global RNG is left as it was.
@@ -26,12 +32,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
 from surrogate.metrics import _image_cnn as cnn
 
 PROB_CLIP = 1e-6  # as the MLP classifier: keeps the calibrated BCE finite
+FIT_SPLIT = 0.8  # with separate training samples: the fraction trained on, the rest validates
 
 
 @dataclass(frozen=True)
@@ -47,7 +55,7 @@ class CNNClassifierResult:
     epochs: int  # epochs trained
     steps: int  # optimiser steps taken
     batch_size: int  # the batch size used
-    n_per_class: int  # images per sample used (the smaller sample's size)
+    n_per_class: int  # images per sample used (the smaller sample's size), training and test
     n_train: int  # images of both classes in the training split
     n_val: int  # ... in the validation split
     n_test: int  # ... in the test split
@@ -62,7 +70,8 @@ def cnn_classifier_test(x_ref: np.ndarray, x_gen: np.ndarray, cond_ref: np.ndarr
                         channels: tuple[int, ...] = (8, 16, 32, 64), hidden: int = 64, epochs: int = 30,
                         patience: int = 5, lr: float = 1e-3, batch_size: int = 64,
                         arcsinh_scale: float | None = None, device: str = "cpu",
-                        num_threads: int = 0) -> CNNClassifierResult:
+                        num_threads: int = 0, fit_ref: tuple[np.ndarray, np.ndarray | None] | None = None,
+                        fit_gen: tuple[np.ndarray, np.ndarray | None] | None = None) -> CNNClassifierResult:
     """Train a small CNN on (N1, H, W) reference vs (N2, H, W) generated images; the AUC on held-out images.
 
     ``cond_ref`` (N1, K) and ``cond_gen`` (N2, K): each image's conditions, joined to the pooled
@@ -73,8 +82,10 @@ def cnn_classifier_test(x_ref: np.ndarray, x_gen: np.ndarray, cond_ref: np.ndarr
     images and 61 s for 1000 vs 1000 images (19 epochs; AUC 0.99 on Gaussian blobs 10% wider); three
     blocks of (16, 32, 64) took 0.30 s a step for the same AUC. H and W must be at least
     ``2 ** len(channels)``. ``num_threads``: torch CPU threads while training (0: torch's setting;
-    restored on return). Raises ValueError on shapes that do not match, non-finite values, fewer
-    than 10 images per sample or ``epochs`` < 1 / ``patience`` < 0.
+    restored on return). ``fit_ref`` and ``fit_gen``: (images, conditions or None) of separate training
+    samples (module docstring; give both or neither; conditions as for the test samples), cut to one
+    size; the test samples are then used whole. Raises ValueError on shapes that do not match,
+    non-finite values, fewer than 10 images per sample or ``epochs`` < 1 / ``patience`` < 0.
     """
     import torch
     from sklearn.isotonic import IsotonicRegression
@@ -83,36 +94,66 @@ def cnn_classifier_test(x_ref: np.ndarray, x_gen: np.ndarray, cond_ref: np.ndarr
     x_ref, x_gen = cnn.check_inputs("cnn classifier", x_ref, x_gen, channels, epochs=epochs, patience=patience)
     if (cond_ref is None) != (cond_gen is None):
         raise ValueError("cnn classifier: give conditions for both samples or for neither")
+    if (fit_ref is None) != (fit_gen is None):
+        raise ValueError("cnn classifier: give separate training samples for both classes or for neither")
     n = min(len(x_ref), len(x_gen))
-    if int(n * cnn.SPLIT[1]) < 2 or int(n * cnn.SPLIT[2]) < 2:
+    separate = fit_ref is not None and fit_gen is not None
+    if fit_ref is not None and fit_gen is not None:
+        fit_images = cnn.check_inputs("cnn classifier (training samples)", fit_ref[0], fit_gen[0], channels,
+                                      epochs=epochs, patience=patience)
+        if fit_images[0].shape[1:] != x_ref.shape[1:]:
+            raise ValueError(f"cnn classifier: training images {fit_images[0].shape[1:]}, test images "
+                             f"{x_ref.shape[1:]}")
+        n_fit = min(len(fit_images[0]), len(fit_images[1]))
+        if n < 2 or n_fit - int(n_fit * FIT_SPLIT) < 2 or int(n_fit * FIT_SPLIT) < 2:
+            raise ValueError(f"cnn classifier needs at least 2 test and 10 training images per sample, "
+                             f"got {n} and {n_fit}")
+    elif int(n * cnn.SPLIT[1]) < 2 or int(n * cnn.SPLIT[2]) < 2:
         raise ValueError(f"cnn classifier needs at least 10 images per sample, got {n}")
 
     rng = np.random.default_rng(seed)
     scaling = cnn.ImageScaling.fit(x_ref, arcsinh_scale)
-    pick_ref, pick_gen = rng.permutation(len(x_ref))[:n], rng.permutation(len(x_gen))[:n]
-    ref, gen = scaling.apply(x_ref[pick_ref]), scaling.apply(x_gen[pick_gen])
-    c_ref: np.ndarray | None = None
-    c_gen: np.ndarray | None = None
-    n_cond = 0
+    cond_mu_sd: tuple[np.ndarray, np.ndarray] | None = None
     if cond_ref is not None and cond_gen is not None:
         cr = cnn.check_conditions("reference", cond_ref, len(x_ref))
-        cg = cnn.check_conditions("generated", cond_gen, len(x_gen))
-        if cr.shape[1] != cg.shape[1]:
-            raise ValueError(f"cnn classifier: {cr.shape[1]} reference and {cg.shape[1]} generated conditions")
         mu, sd = cr.mean(axis=0), cr.std(axis=0)
-        sd = np.where(sd > 0, sd, 1.0)  # a constant condition carries no information: leave it at 0
-        c_ref = ((cr[pick_ref] - mu) / sd).astype(np.float32)
-        c_gen = ((cg[pick_gen] - mu) / sd).astype(np.float32)
-        n_cond = cr.shape[1]
+        cond_mu_sd = mu, np.where(sd > 0, sd, 1.0)  # a constant condition carries no information: leave it at 0
 
-    parts = []
-    for ref_idx, gen_idx in zip(cnn.split_indices(n, rng), cnn.split_indices(n, rng), strict=True):
-        x = torch.from_numpy(np.concatenate([ref[ref_idx], gen[gen_idx]])).to(device)
-        c = (None if c_ref is None or c_gen is None
-             else torch.from_numpy(np.concatenate([c_ref[ref_idx], c_gen[gen_idx]])).to(device))
-        y = torch.from_numpy(np.r_[np.zeros(len(ref_idx)), np.ones(len(gen_idx))].astype(np.float32)).to(device)
-        parts.append((x, c, y))
+    def sample(name: str, images: np.ndarray, cond: np.ndarray | None, rows: np.ndarray) -> tuple[Any, Any]:
+        """Standardised images and conditions at ``rows``, as arrays the tensors are cut from."""
+        if cond_mu_sd is None:
+            return scaling.apply(images[rows]), None
+        if cond is None:
+            raise ValueError(f"cnn classifier: the {name} sample has no conditions")
+        c = cnn.check_conditions(name, cond, len(images))
+        if c.shape[1] != len(cond_mu_sd[0]):
+            raise ValueError(f"cnn classifier: {len(cond_mu_sd[0])} reference and {c.shape[1]} {name} conditions")
+        return scaling.apply(images[rows]), ((c[rows] - cond_mu_sd[0]) / cond_mu_sd[1]).astype(np.float32)
+
+    def part(ref: tuple[Any, Any], gen: tuple[Any, Any]) -> tuple[Any, Any, Any]:
+        x = torch.from_numpy(np.concatenate([ref[0], gen[0]])).to(device)
+        c = None if ref[1] is None else torch.from_numpy(np.concatenate([ref[1], gen[1]])).to(device)
+        y = torch.from_numpy(np.r_[np.zeros(len(ref[0])), np.ones(len(gen[0]))].astype(np.float32)).to(device)
+        return x, c, y
+
+    pick_ref, pick_gen = rng.permutation(len(x_ref))[:n], rng.permutation(len(x_gen))[:n]
+    if separate:
+        assert fit_ref is not None and fit_gen is not None
+        fit_x_ref, fit_x_gen = fit_images
+        fit_pick_ref = rng.permutation(len(fit_x_ref))[:n_fit]
+        fit_pick_gen = rng.permutation(len(fit_x_gen))[:n_fit]
+        n_train = int(n_fit * FIT_SPLIT)
+        parts = [part(sample("reference training", fit_x_ref, fit_ref[1], fit_pick_ref[rows]),
+                      sample("generated training", fit_x_gen, fit_gen[1], fit_pick_gen[rows]))
+                 for rows in (slice(0, n_train), slice(n_train, None))]
+        parts.append(part(sample("reference", x_ref, cond_ref, pick_ref),
+                          sample("generated", x_gen, cond_gen, pick_gen)))
+    else:
+        parts = [part(sample("reference", x_ref, cond_ref, pick_ref[ref_idx]),
+                      sample("generated", x_gen, cond_gen, pick_gen[gen_idx]))
+                 for ref_idx, gen_idx in zip(cnn.split_indices(n, rng), cnn.split_indices(n, rng), strict=True)]
     train_set, val_set, test_set = parts
+    n_cond = 0 if cond_mu_sd is None else len(cond_mu_sd[0])
 
     generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
     bce = torch.nn.BCEWithLogitsLoss()

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from surrogate.config import ValidateConfig
 
 # Order fixes each child seed; new streams go at the end so the earlier ones keep their seeds.
-STREAMS = ("classifier_low_level", "classifier_high_level", "fpd", "kpd", "prdc", "samples")
+STREAMS = ("classifier_low_level", "classifier_high_level", "fpd", "kpd", "prdc", "samples", "fit_halves")
 FAMILY = re.compile(r"^(?P<family>.+)_(?P<index>\d+)$")  # "flux_12" -> family "flux", index 12
 X1E3 = 1e3  # FPD and KPD are reported x 1e3 (the convention of Kansal et al. 2023 and of published tables)
 PRDC = ("precision", "recall", "density", "coverage")
@@ -123,13 +123,16 @@ class Prepared:
 
     high_level: (N, F) the domain's high-level inputs (classifier, FPD, KPD, PRDC);
     low_level: (N, D) the classifier's low-level inputs, or None where only cheap metrics run;
-    cond: (N, n_cond) the physical conditions (metrics that compare per condition, parameter recovery).
+    cond: (N, n_cond) the physical conditions (metrics that compare per condition, parameter recovery);
+    fit: (low-level inputs (M, D), conditions (M, n_cond)) of a separate, larger sample of the same kind that
+      a metric may train on (a classifier), so that the events above stay held out; None = none given.
     """
 
     obs: Observables
     high_level: np.ndarray
     low_level: np.ndarray | None = None
     cond: np.ndarray | None = None
+    fit: tuple[np.ndarray, np.ndarray] | None = None
 
     @classmethod
     def of(cls, domain: Domain, data: np.ndarray, cond: np.ndarray, *, low_level: bool) -> Prepared:

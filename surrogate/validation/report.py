@@ -19,6 +19,15 @@ the histogram noise, the classifier by overfitting): a floor at n events is only
 comparison at n events. Where the generated file holds exactly the reference's conditions row by row,
 the generated events kept are those at B's rows, so surrogate and floor see the same conditions.
 
+Training samples (``fit_samples``: a reference sample and a generated sample at the same conditions row by
+row, e.g. the training split and images generated for its conditions). Classifiers learn better from
+thousands of events than from a split of the few hundred compared; with these, a metric may train on
+them and test on the compared samples. The rows are split in two seeded halves F1 and F2: reference A
+trains against F2 of the reference for the floor and against F2 of the generated sample for the
+surrogate, always with F1 of the reference on its side; so both columns train on the same number of
+events and test on the same held-out ones. Baselines have no training sample (their metrics train on a
+split of the compared events, as without ``fit_samples``).
+
 Outputs in ``out_dir``: ``report.html`` (self-contained: plots embedded as base64, so it renders inside
 MLflow's artifact viewer), ``metrics.json``, the PNGs, and ``observables_<sample>.nc`` (per-event
 features and mean profiles as labelled netCDF arrays, :mod:`surrogate.validation.observables`). This
@@ -223,6 +232,7 @@ def _rows(n_total: int, n: int, rng: np.random.Generator) -> np.ndarray | None:
 def validate_files(domain: Domain, generated_path: str | Path, reference_path: str | Path,
                    cfg: ValidateConfig, out_dir: Path, *, reference_b_path: str | Path | None = None,
                    baselines: Mapping[str, str | Path] | None = None,
+                   fit_samples: tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
                    progress: bool = True) -> ValidationReport:
     """Compare a generated file (and baselines) with a reference file; the floor beside; report to ``out_dir``.
 
@@ -231,8 +241,9 @@ def validate_files(domain: Domain, generated_path: str | Path, reference_path: s
     ``{"<name>": "generate/baseline_<name>.h5"}``), scored with every metric and shown beside the
     surrogate; only the surrogate gets a verdict. Every file is read with
     ``domain.read_events(path, cfg.max_events)`` and must share the condition layout. Refuses to
-    overwrite an existing report in ``out_dir``. Stochastic metrics are seeded from ``cfg.seed``: a
-    rerun gives identical numbers.
+    overwrite an existing report in ``out_dir``. ``fit_samples``: ((reference data, cond), (generated
+    data, cond)) at the same conditions row by row, the training samples (module docstring). Stochastic
+    metrics are seeded from ``cfg.seed``: a rerun gives identical numbers.
     """
     from tqdm import tqdm
 
@@ -298,6 +309,18 @@ def validate_files(domain: Domain, generated_path: str | Path, reference_path: s
                                     SURROGATE: samples["generated"].prepared(domain, rows["generated"])}
     columns.update({name: samples[name].prepared(domain, rows[name]) for name in baselines})
     n_ref = len(ref_a.high_level)
+    n_fit = 0
+    if fit_samples is not None:
+        (fit_ref, fit_ref_cond), (fit_gen, fit_gen_cond) = fit_samples
+        if fit_ref.shape != fit_gen.shape or not np.allclose(fit_ref_cond, fit_gen_cond, rtol=1e-6, atol=1e-6):
+            raise InputError(generated_path, None, "the generated training sample is not at the reference "
+                             f"training sample's conditions row by row ({fit_gen.shape} vs {fit_ref.shape})")
+        order = np.random.default_rng(metric_seeds(cfg.seed)["fit_halves"]).permutation(len(fit_ref))
+        n_fit = len(order) // 2
+        f1, f2 = np.sort(order[:n_fit]), np.sort(order[n_fit:2 * n_fit])
+        ref_a = dataclasses.replace(ref_a, fit=(fit_ref[f1], fit_ref_cond[f1]))
+        columns[FLOOR] = dataclasses.replace(columns[FLOOR], fit=(fit_ref[f2], fit_ref_cond[f2]))
+        columns[SURROGATE] = dataclasses.replace(columns[SURROGATE], fit=(fit_gen[f2], fit_gen_cond[f2]))
 
     # ---- every metric, for every column, against reference A ----
     steps = tqdm(total=len(domain.metrics) * len(columns) + 1, desc="validate", unit="step", file=sys.stderr,
@@ -350,6 +373,7 @@ def validate_files(domain: Domain, generated_path: str | Path, reference_path: s
         "n_per_column": n,
         "fpd_bootstrap_sizes": [int(sizes[0]), int(sizes[-1])],
         "kpd_batch_size": min(cfg.kpd_batch_size, n_ref, n),
+        "n_fit_per_column": n_fit,
     }
     labels = sources(domain, domain.metrics, specs)
     metrics_path = out_dir / METRICS
@@ -429,6 +453,9 @@ def _html(domain: Domain, columns: dict[str, dict[str, float]], checks: list[Che
           inputs: dict[str, Any], classifier: dict[str, dict[str, dict[str, Any]]], comparison: dict[str, Any],
           sources: dict[str, str], plot_paths: list[Path], nc_paths: tuple[Path, ...]) -> str:
     names = list(columns)  # floor, surrogate, baselines...
+    fit_note = (f" Metrics that train (the image classifier) learn from separate training samples, "
+                f"{comparison['n_fit_per_column']} events a class, and score the events above."
+                if comparison.get("n_fit_per_column") else "")
     by_metric = {c.metric: c for c in checks}
     passed = all(c.passed for c in checks)
     verdict_html = (f'<p class="{"pass" if passed else "fail"}">{"PASS" if passed else "FAIL"}</p><ul>'
@@ -486,7 +513,8 @@ img {{ max-width: 100%; }}
 <h2>Summary</h2>
 <p>Every column is scored against the same reference sample A ({comparison["n_reference"]} events) with
 {comparison["n_per_column"]} events per column and the same seeds. The <b>floor</b> is reference B against
-reference A: what a perfect surrogate scores at this statistics ({html.escape(comparison["floor_method"])}).</p>
+reference A: what a perfect surrogate scores at this statistics
+({html.escape(comparison["floor_method"])}).{fit_note}</p>
 {_table(summary, header, raw=True)}
 <p>AUC 0.5 / JSD 0: the classifier cannot tell the samples apart. FPD and KPD are x 10<sup>3</sup> on
 max-abs-normalised high-level inputs. Separation power: 0 identical, 1 disjoint histograms.

@@ -115,3 +115,27 @@ def test_any_units_standardised_by_the_reference() -> None:
     # (measured: mean 0.18 standard deviations up; most pixels are noise), where its own would hide it.
     assert scaling.apply(2 * a).mean() > 0.1
     assert abs(ImageScaling.fit(2 * a).apply(2 * a).mean()) < 1e-5
+
+
+def test_separate_training_samples_train_and_the_given_samples_only_test() -> None:
+    """With fit_ref / fit_gen the network learns from them (80/20 train / early stopping) and the two given
+    samples are the test split, whole: widths 10% larger are found; and when only the training samples
+    differ, the held-out test samples (one law) score ~0.5, so nothing of the training leaks into the AUC."""
+    rng = np.random.default_rng(5)
+    fit_ref, fit_wide = blobs(500, rng), blobs(500, rng, width_scale=1.1)
+    test_ref, test_wide, test_same = blobs(200, rng), blobs(200, rng, width_scale=1.1), blobs(200, rng)
+    found = cnn_classifier_test(test_ref, test_wide, seed=0, fit_ref=(fit_ref, None), fit_gen=(fit_wide, None),
+                                **SMALL)
+    assert found.auc > 0.9
+    assert (found.n_train, found.n_val, found.n_test, found.n_per_class) == (800, 200, 400, 200)
+    unseen = cnn_classifier_test(test_ref, test_same, seed=0, fit_ref=(fit_ref, None), fit_gen=(fit_wide, None),
+                                 **SMALL)
+    assert unseen.auc == pytest.approx(0.5, abs=0.1)  # 200 a class: the AUC's spread is ~0.03
+    with pytest.raises(ValueError, match="separate training samples for both classes or for neither"):
+        cnn_classifier_test(test_ref, test_wide, seed=0, fit_ref=(fit_ref, None))
+    with pytest.raises(ValueError, match=r"training images \(16, 16\), test images \(32, 32\)"):
+        cnn_classifier_test(test_ref, test_wide, seed=0, fit_ref=(fit_ref[:, :16, :16], None),
+                            fit_gen=(fit_wide[:, :16, :16], None))
+    with pytest.raises(ValueError, match="the generated training sample has no conditions"):
+        cnn_classifier_test(test_ref, test_wide, np.zeros((200, 1)), np.zeros((200, 1)), seed=0,
+                            fit_ref=(fit_ref, np.zeros((500, 1))), fit_gen=(fit_wide, None))

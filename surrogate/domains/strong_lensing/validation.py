@@ -8,7 +8,8 @@ edges from the reference's brightest pixel). Per-index families are profiles: th
 means (``profile``: mean surface brightness vs radius; ``power``: mean power spectrum).
 
 Metrics (none has a published counterpart, so all are "ours"), each beside the reference-vs-reference
-floor: separation powers; a small CNN told to separate reference from generated images (``auc_cnn``);
+floor: separation powers; a small CNN told to separate reference from generated images (``auc_cnn``; it
+trains on the report's training samples where there are some, see surrogate.validation.report);
 the standard MLP classifier, FPD, KPD and PRDC on the scalar features; parameter recovery: a regression
 CNN trained on reference images predicts every condition of held-out reference images and of the
 generated images, giving bias and scatter per parameter (theta_E's bias in percent and its scatter
@@ -31,6 +32,7 @@ import numpy as np
 from surrogate.config import NON_NEGATIVE, Limit, Range, ValidateConfig
 from surrogate.domains.base import FeatureFamily, FeatureLayout, HistogramSpec
 from surrogate.domains.strong_lensing import observables as obs
+from surrogate.domains.strong_lensing.transform import SCALE_E_PER_S
 from surrogate.validation.compute import (
     CLASSIFIER_HIGH_LEVEL,
     FPD,
@@ -58,6 +60,15 @@ RECOVERY_PATIENCE = 15
 CNN_EPOCHS = 80
 CNN_PATIENCE = 15
 CNN_BATCH = 32
+# With separate training samples (generate.fit_events; 800 a class in the quickstart, 40 steps an epoch of
+# 640 + 640): fewer, longer epochs.
+CNN_FIT_EPOCHS = 30
+CNN_FIT_PATIENCE = 4
+# The classifier's arcsinh softening: the sky noise (0.0109 e-/s per pixel for the default settings), as
+# the store's transform (transform.SCALE_E_PER_S), so the noise and what a generator does to it (speckle,
+# blocks, the wrong noise level) are of order one in the network's input, not 1/30 of it as with the
+# default (the reference's pixel standard deviation, ~0.29 e-/s, set by the bright lens-light cores).
+CNN_ARCSINH_SCALE = SCALE_E_PER_S
 
 
 def features(images: np.ndarray, pixel_scale: float) -> dict[str, np.ndarray]:
@@ -129,14 +140,19 @@ def _cnn_classifier(specs: list[HistogramSpec], ref: Prepared, other: Prepared, 
     from surrogate.metrics.cnn_classifier import cnn_classifier_test
 
     side = _side(ref)
+    fit: dict[str, Any] = {}
+    if ref.fit is not None and other.fit is not None:  # separate training samples (validation.report)
+        fit = {"fit_ref": (ref.fit[0].reshape(-1, side, side), ref.fit[1]),
+               "fit_gen": (other.fit[0].reshape(-1, side, side), other.fit[1])}
     # With the conditions: an image that is plausible but not for its theta_E (or source) is caught too.
     result = cnn_classifier_test(_images(ref, side), _images(other, side), ref.cond, other.cond, seed=seed,
-                                 epochs=CNN_EPOCHS, patience=CNN_PATIENCE, batch_size=CNN_BATCH,
-                                 num_threads=_threads())
+                                 epochs=CNN_FIT_EPOCHS if fit else CNN_EPOCHS,
+                                 patience=CNN_FIT_PATIENCE if fit else CNN_PATIENCE, batch_size=CNN_BATCH,
+                                 arcsinh_scale=CNN_ARCSINH_SCALE, num_threads=_threads(), **fit)
     details = {"auc": result.auc, "jsd": result.jsd, "auc_uncalibrated": result.auc_uncalibrated,
                "accuracy": result.accuracy, "best_epoch": result.best_epoch, "epochs": result.epochs,
                "steps": result.steps, "batch_size": result.batch_size, "n_per_class": result.n_per_class,
-               "n_train": result.n_train}
+               "n_train": result.n_train, "n_test": result.n_test}
     return {"auc_cnn": result.auc, "jsd_cnn": result.jsd}, {"cnn (images)": details}
 
 
