@@ -62,8 +62,8 @@ CNN_PATIENCE = 15
 CNN_BATCH = 32
 # With separate training samples (generate.fit_events; 800 a class in the quickstart, 40 steps an epoch of
 # 640 + 640): fewer, longer epochs.
-CNN_FIT_EPOCHS = 30
-CNN_FIT_PATIENCE = 4
+CNN_FIT_EPOCHS = 20
+CNN_FIT_PATIENCE = 3
 # The classifier's arcsinh softening: the sky noise (0.0109 e-/s per pixel for the default settings), as
 # the store's transform (transform.SCALE_E_PER_S), so the noise and what a generator does to it (speckle,
 # blocks, the wrong noise level) are of order one in the network's input, not 1/30 of it as with the
@@ -157,9 +157,12 @@ def _cnn_classifier(specs: list[HistogramSpec], ref: Prepared, other: Prepared, 
 
 
 def _threads() -> int:
-    import os
+    """torch's thread count (the cores, or OMP_NUM_THREADS where set), at most 4: on a shared, busy machine
+    OMP_NUM_THREADS=1 keeps the CNNs from spinning on each other (measured with a load average of 14 on 2
+    cores: the quickstart's classifier on two threads took over 16 minutes a column)."""
+    import torch
 
-    return max(1, min(4, os.cpu_count() or 1))
+    return max(1, min(4, torch.get_num_threads()))
 
 
 def _recovery(names: Sequence[str]) -> Any:
