@@ -7,7 +7,8 @@ of half the exposure time (the same lenses and noise draws, sqrt(2) more noise).
 found (measured: AUC 0.50, and 0.50 with all 20 epochs and no early stopping): a known blind spot, kept
 as a strict xfail so that a classifier that learns it shows up. The same image indices (conditions,
 nuisance parameters, noise streams) are rendered each way, so only the artefact differs. Measured
-(2026-12-02, 2 cores shared with 4 other jobs): A vs B 0.499, blocks 1.000, half exposure 1.000; 16 min.
+(2026-12-02, 2 cores shared with 4 other jobs, OMP_NUM_THREADS=1): A vs B 0.499, blocks 1.000, half
+exposure 1.000, PSF 0.50 (xfail); 13.5 min.
 Slow: ~5,000 renders and four classifier trainings.
 """
 
