@@ -9,7 +9,7 @@ import pytest
 
 from surrogate.data.transforms import load_transform, save_transform, transform_from_dict
 from surrogate.domains.calorimeter import schema
-from surrogate.domains.calorimeter.transform import EPS, STD_FLOOR, LogRatioTransform
+from surrogate.domains.calorimeter.transform import ENERGY_BIN_MIN_EVENTS, EPS, STD_FLOOR, LogRatioTransform
 from surrogate.errors import InputError, OutputExistsError
 
 THRESHOLD = schema.THRESHOLD_MEV
@@ -89,6 +89,61 @@ def test_fit_is_bit_identical_for_any_chunking(showers_600: tuple[np.ndarray, np
                                   threshold=THRESHOLD).to_dict()
             for n in (7, 128, 600)]
     assert fits[0] == fits[1] == fits[2]
+
+
+def test_fit_records_the_mean_fraction_per_quarter_decade_of_incident_energy(
+        fitted: LogRatioTransform, showers_600: tuple[np.ndarray, np.ndarray]) -> None:
+    """Bins of log10(E_inc / MeV) a quarter wide, each merged into the next until it holds 200 events (the
+    last into the one before): per bin the mean E / E_inc per voxel, the mean ln E_inc and the count."""
+    data, e_inc = showers_600
+    k = np.floor(4 * np.log10(e_inc[:, 0].astype(np.float64))).astype(int)  # 1-100 GeV: bins 12-19
+    groups: list[list[int]] = []
+    for b in np.unique(k):
+        if groups and np.isin(k, groups[-1]).sum() < ENERGY_BIN_MIN_EVENTS:
+            groups[-1].append(b)
+        else:
+            groups.append([b])
+    if np.isin(k, groups[-1]).sum() < ENERGY_BIN_MIN_EVENTS:
+        groups[-2].extend(groups.pop())
+    assert len(groups) >= 2  # the sample really spans several bins
+    assert _energy_bins_of(fitted) == (len(groups), 600)
+    assert fitted.fraction_by_energy is not None and fitted.ln_e_by_energy is not None
+    assert fitted.n_by_energy is not None
+    for i, group in enumerate(groups):
+        rows = np.isin(k, group)
+        assert fitted.n_by_energy[i] == rows.sum() >= ENERGY_BIN_MIN_EVENTS
+        # fixed point of 2**-30 per event (fractions) and 2**-20 (ln E): exact to ~1e-9 and ~1e-6
+        # (stored as float32: relative 6e-8 on top)
+        expected = (data[rows].astype(np.float64) / e_inc[rows]).mean(axis=0)
+        np.testing.assert_allclose(fitted.fraction_by_energy[i], expected, rtol=1e-7, atol=2e-9)
+        assert fitted.ln_e_by_energy[i] == pytest.approx(np.log(e_inc[rows, 0].astype(np.float64)).mean(),
+                                                         abs=1e-6)
+    # the bins' events weigh up to the whole fit
+    np.testing.assert_allclose((fitted.fraction_by_energy * fitted.n_by_energy[:, None]).sum(axis=0) / 600,
+                               fitted.mean_fraction, rtol=1e-6, atol=2e-9)
+    again = LogRatioTransform.from_dict(fitted.to_dict())
+    np.testing.assert_array_equal(again.fraction_by_energy, fitted.fraction_by_energy)
+    np.testing.assert_array_equal(again.n_by_energy, fitted.n_by_energy)
+
+
+def _energy_bins_of(t: LogRatioTransform) -> tuple[int, int]:
+    """(number of energy bins, events in them)."""
+    assert t.n_by_energy is not None
+    return len(t.n_by_energy), int(t.n_by_energy.sum())
+
+
+def test_a_fit_smaller_than_one_energy_bin_keeps_one_bin(showers_600: tuple[np.ndarray, np.ndarray]) -> None:
+    data, e_inc = showers_600
+    t = LogRatioTransform.fit(data[:150], e_inc[:150], threshold=THRESHOLD)
+    assert _energy_bins_of(t) == (1, 150)
+    assert t.fraction_by_energy is not None and t.mean_fraction is not None
+    np.testing.assert_array_equal(t.fraction_by_energy[0], t.mean_fraction)
+    # older transforms have no bins; a dict with only some of the three is refused
+    d = t.to_dict()
+    old = {k: v for k, v in d.items() if k not in ("fraction_by_energy", "ln_e_by_energy", "n_by_energy")}
+    assert LogRatioTransform.from_dict(old).fraction_by_energy is None
+    with pytest.raises(ValueError, match="come together"):
+        LogRatioTransform.from_dict({**old, "n_by_energy": d["n_by_energy"]})
 
 
 def test_condition_maps_log_energy_range_onto_minus_one_to_one(fitted: LogRatioTransform) -> None:

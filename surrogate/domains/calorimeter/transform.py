@@ -26,6 +26,14 @@ _FIXED_POINT = np.float32(2.0**20)
 # the 1e-6 fraction a voxel at the readout threshold holds at the highest dataset-2 energy); a block of up
 # to 8M events still sums below 2**53, exactly.
 _FRACTION_POINT = 2.0**30
+# Mean energy fractions are also kept per incident-energy bin, so a structured generator can follow how the
+# mean shower changes with energy (its depth, its early-layer fraction and its radial spread do not all
+# follow one shifted profile: calo_param, measured on the quickstart). Bins are fixed quarter decades of
+# E_inc (absolute, so every block of a one-pass fit bins alike) over 1 MeV - 100 TeV; a bin holding fewer
+# than ENERGY_BIN_MIN_EVENTS events is merged into its neighbour after the fit.
+ENERGY_BINS_PER_DECADE = 4
+N_ENERGY_BINS = 32  # log10(E_inc / MeV) in [0, 8): quarter decades; energies outside go to the end bins
+ENERGY_BIN_MIN_EVENTS = 200
 _SLAB = 256  # events per step of the statistics (temporaries of 256 x 6480 float32 = 6.6 MB)
 # Generated voxels are capped at the largest s the fit saw in that voxel (``s_max``): in log space a
 # generator's error of a few e-folds in one hot voxel is a factor of e^k in energy, and a handful of such
@@ -47,9 +55,18 @@ def _log_ratio(data: np.ndarray, cond: np.ndarray, eps: float) -> np.ndarray:
     return s
 
 
+def _energy_bin(cond: np.ndarray) -> np.ndarray:
+    """(N,) index of each event's fixed quarter-decade E_inc bin (MeV), clipped to [0, N_ENERGY_BINS)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        k = np.floor(ENERGY_BINS_PER_DECADE * np.log10(np.asarray(cond, dtype=np.float64).reshape(-1)))
+    return np.clip(np.nan_to_num(k, nan=0.0), 0, N_ENERGY_BINS - 1).astype(np.int64)
+
+
 def _block_sums(data: np.ndarray, cond: np.ndarray, eps: float) -> np.ndarray:
-    """Fixed-point [sum s, sum s^2], [max s] and fixed-point [sum E / E_inc] over one block's events:
-    (1, 4 n_features) float64.
+    """Fixed-point [sum s, sum s^2], [max s] and fixed-point [sum E / E_inc] over one block's events, then
+    per energy bin (:func:`_energy_bin`) the fixed-point [sum E / E_inc] (N_ENERGY_BINS x n_features), the
+    event counts and the fixed-point sums of ln E_inc (N_ENERGY_BINS each):
+    (1, (4 + N_ENERGY_BINS) n_features + 2 N_ENERGY_BINS) float64.
 
     The sums are integers (fixed point); the maxima are exact float32 values, order independent too.
 
@@ -59,11 +76,19 @@ def _block_sums(data: np.ndarray, cond: np.ndarray, eps: float) -> np.ndarray:
     the temporaries small (a few MB) next to the block itself.
     """
     sums = np.zeros((4, data.shape[1]), dtype=np.float64)
+    by_energy = np.zeros((N_ENERGY_BINS, data.shape[1]), dtype=np.float64)
+    counts = np.zeros((2, N_ENERGY_BINS), dtype=np.float64)
     with np.errstate(all="ignore"):
         for start in range(0, len(data), _SLAB):
-            fraction = (np.asarray(data[start:start + _SLAB], dtype=np.float64)
-                        / np.asarray(cond[start:start + _SLAB], dtype=np.float64).reshape(-1, 1))
-            sums[3] += np.rint(fraction * _FRACTION_POINT).sum(axis=0)
+            e_inc = np.asarray(cond[start:start + _SLAB], dtype=np.float64).reshape(-1, 1)
+            fraction = np.rint(np.asarray(data[start:start + _SLAB], dtype=np.float64) / e_inc * _FRACTION_POINT)
+            sums[3] += fraction.sum(axis=0)
+            k = _energy_bin(e_inc)
+            for b in np.unique(k):
+                in_bin = k == b
+                by_energy[b] += fraction[in_bin].sum(axis=0)
+                counts[0, b] += in_bin.sum()
+                counts[1, b] += np.rint(np.log(e_inc[in_bin, 0]) * _FIXED_POINT).sum()
             s = _log_ratio(data[start:start + _SLAB], cond[start:start + _SLAB], eps)
             np.maximum(sums[2], s.max(axis=0), out=sums[2])
             q = np.rint(s * _FIXED_POINT)
@@ -72,7 +97,7 @@ def _block_sums(data: np.ndarray, cond: np.ndarray, eps: float) -> np.ndarray:
             q *= _FIXED_POINT
             np.rint(q, out=q)
             sums[1] += q.sum(axis=0, dtype=np.float64)
-    return sums.reshape(1, -1)
+    return np.concatenate([sums.reshape(-1), by_energy.reshape(-1), counts.reshape(-1)]).reshape(1, -1)
 
 
 class LogRatioTransform:
@@ -83,17 +108,22 @@ class LogRatioTransform:
     ``inverse`` undoes both, keeps each voxel within [0, the largest E / E_inc the fit saw there] and zeroes
     voxels below ``threshold_mev`` (the readout threshold), so generated showers look like recorded ones.
     ``mean_fraction`` (the mean E / E_inc per voxel of the fit's events) is where a structured generator
-    starts (surrogate.models.calo_shower); transforms fitted before it existed have None.
+    starts (surrogate.models.calo_shower); transforms fitted before it existed have None. ``fraction_by_energy``
+    (K, n_voxels) is the same per incident-energy bin, the bins' mean ln(E_inc / MeV) in ``ln_e_by_energy``
+    (K,) and their event counts in ``n_by_energy`` (K,) (K >= 1 bins of at least ENERGY_BIN_MIN_EVENTS
+    events unless the fit had fewer; None before they existed).
     """
 
     name = "log_ratio"
 
     def __init__(self, mean: np.ndarray, std: np.ndarray, e_min_mev: float, e_max_mev: float,
                  threshold_mev: float, eps: float = EPS, s_max: np.ndarray | None = None,
-                 mean_fraction: np.ndarray | None = None) -> None:
+                 mean_fraction: np.ndarray | None = None, fraction_by_energy: np.ndarray | None = None,
+                 ln_e_by_energy: np.ndarray | None = None, n_by_energy: np.ndarray | None = None) -> None:
         """``mean``/``std``/``s_max`` (n_voxels,) of s = log(E / E_inc + eps) - log(eps), in e-folds;
         energies in MeV. ``s_max`` None = the physical bound E_voxel <= E_inc in every voxel.
-        ``mean_fraction`` (n_voxels,): mean E / E_inc, or None (unknown)."""
+        ``mean_fraction`` (n_voxels,): mean E / E_inc, or None (unknown); ``fraction_by_energy`` (K, n_voxels),
+        ``ln_e_by_energy`` and ``n_by_energy`` (K,): per energy bin, all three or none."""
         self.mean = np.asarray(mean, dtype=np.float32)
         self.std = np.asarray(std, dtype=np.float32)
         if self.mean.shape != self.std.shape or self.mean.ndim != 1:
@@ -107,6 +137,19 @@ class LogRatioTransform:
         if self.mean_fraction is not None and self.mean_fraction.shape != self.mean.shape:
             raise ValueError(f"mean_fraction {self.mean_fraction.shape} must have the shape of mean "
                              f"{self.mean.shape}")
+        given = [v is not None for v in (fraction_by_energy, ln_e_by_energy, n_by_energy)]
+        if any(given) and not all(given):
+            raise ValueError("fraction_by_energy, ln_e_by_energy and n_by_energy come together")
+        self.fraction_by_energy = None if fraction_by_energy is None else np.asarray(fraction_by_energy,
+                                                                                     dtype=np.float32)
+        self.ln_e_by_energy = None if ln_e_by_energy is None else np.asarray(ln_e_by_energy, dtype=np.float64)
+        self.n_by_energy = None if n_by_energy is None else np.asarray(n_by_energy, dtype=np.int64)
+        if self.fraction_by_energy is not None:
+            k = len(self.fraction_by_energy)
+            if (self.fraction_by_energy.shape != (k, len(self.mean)) or k == 0
+                    or np.shape(self.ln_e_by_energy) != (k,) or np.shape(self.n_by_energy) != (k,)):
+                raise ValueError(f"fraction_by_energy {self.fraction_by_energy.shape} must be (K >= 1, "
+                                 f"{len(self.mean)}) with K ln_e_by_energy and n_by_energy")
         self.e_min_mev = float(e_min_mev)
         self.e_max_mev = float(e_max_mev)
         self.threshold_mev = float(threshold_mev)
@@ -182,7 +225,12 @@ class LogRatioTransform:
     # ---- persistence ------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         # float32 values written as Python floats read back bit-exactly.
-        extra = {} if self.mean_fraction is None else {"mean_fraction": [float(v) for v in self.mean_fraction]}
+        extra: dict[str, Any] = ({} if self.mean_fraction is None
+                                 else {"mean_fraction": [float(v) for v in self.mean_fraction]})
+        if self.fraction_by_energy is not None and self.ln_e_by_energy is not None and self.n_by_energy is not None:
+            extra["fraction_by_energy"] = [[float(v) for v in row] for row in self.fraction_by_energy]
+            extra["ln_e_by_energy"] = [float(v) for v in self.ln_e_by_energy]
+            extra["n_by_energy"] = [int(v) for v in self.n_by_energy]
         return {
             "name": self.name,
             "eps": self.eps,
@@ -203,7 +251,9 @@ class LogRatioTransform:
         t = cls(mean=np.asarray(d["mean"]), std=np.asarray(d["std"]), e_min_mev=d["e_min_mev"],
                 e_max_mev=d["e_max_mev"], threshold_mev=d["threshold_mev"], eps=d["eps"],
                 s_max=None if s_max is None else np.asarray(s_max),
-                mean_fraction=None if mean_fraction is None else np.asarray(mean_fraction))
+                mean_fraction=None if mean_fraction is None else np.asarray(mean_fraction),
+                **{key: np.asarray(d[key]) for key in ("fraction_by_energy", "ln_e_by_energy", "n_by_energy")
+                   if key in d})  # absent in transforms written before they existed
         if t.n_features != int(d["n_features"]):
             raise ValueError(f"{t.n_features} means for n_features = {d['n_features']}")
         return t
@@ -221,10 +271,13 @@ class _LogRatioFit:
         self._threshold = threshold
         self._cond = cond
         self._sums = data.map_blocks(_block_sums, cond, eps=EPS, dtype=np.float64,
-                                     chunks=((1,) * self.n_blocks, (4 * n_features,)),
+                                     chunks=((1,) * self.n_blocks,
+                                             ((4 + N_ENERGY_BINS) * n_features + 2 * N_ENERGY_BINS,)),
                                      meta=np.empty((0, 0), dtype=np.float64))
         self._total = np.zeros(2 * n_features, dtype=np.int64)
         self._fraction = np.zeros(n_features, dtype=np.int64)
+        self._by_energy = np.zeros((N_ENERGY_BINS, n_features), dtype=np.int64)
+        self._count_by_energy = np.zeros((2, N_ENERGY_BINS), dtype=np.int64)
         self._s_max = np.zeros(n_features, dtype=np.float64)
         self._n = 0
         self._e_min = np.inf
@@ -238,7 +291,12 @@ class _LogRatioFit:
         sums, cond = computed
         n_features = len(self._s_max)
         self._total += sums[:, :2 * n_features].astype(np.int64).sum(axis=0)
-        self._fraction += sums[:, 3 * n_features:].astype(np.int64).sum(axis=0)
+        self._fraction += sums[:, 3 * n_features:4 * n_features].astype(np.int64).sum(axis=0)
+        per_bin = N_ENERGY_BINS * n_features
+        self._by_energy += sums[:, 4 * n_features:4 * n_features + per_bin].astype(np.int64).sum(axis=0).reshape(
+            N_ENERGY_BINS, n_features)
+        self._count_by_energy += sums[:, 4 * n_features + per_bin:].astype(np.int64).sum(axis=0).reshape(
+            2, N_ENERGY_BINS)
         if len(sums):
             np.maximum(self._s_max, sums[:, 2 * n_features:3 * n_features].max(axis=0), out=self._s_max)
         self._n += len(cond)
@@ -257,7 +315,26 @@ class _LogRatioFit:
         std = np.maximum(np.sqrt(np.maximum(var, 0.0)), STD_FLOOR)
         return LogRatioTransform(mean=mean, std=std, e_min_mev=self._e_min, e_max_mev=self._e_max,
                                  threshold_mev=self._threshold, s_max=self._s_max,
-                                 mean_fraction=self._fraction / (_FRACTION_POINT * self._n))
+                                 mean_fraction=self._fraction / (_FRACTION_POINT * self._n),
+                                 **self._energy_bins())
+
+    def _energy_bins(self) -> dict[str, np.ndarray]:
+        """The non-empty energy bins, each merged into the next (the last into the one before) until it
+        holds at least ENERGY_BIN_MIN_EVENTS events, or all events in one bin."""
+        groups: list[list[int]] = []
+        for b in np.flatnonzero(self._count_by_energy[0]):
+            if groups and self._count_by_energy[0, groups[-1]].sum() < ENERGY_BIN_MIN_EVENTS:
+                groups[-1].append(int(b))
+            else:
+                groups.append([int(b)])
+        if len(groups) > 1 and self._count_by_energy[0, groups[-1]].sum() < ENERGY_BIN_MIN_EVENTS:
+            groups[-2].extend(groups.pop())
+        n = np.array([self._count_by_energy[0, g].sum() for g in groups], dtype=np.int64)
+        return {"fraction_by_energy": np.stack([self._by_energy[g].sum(axis=0) for g in groups])
+                / (_FRACTION_POINT * n[:, None]),
+                "ln_e_by_energy": np.array([self._count_by_energy[1, g].sum() for g in groups])
+                / (float(_FIXED_POINT) * n),
+                "n_by_energy": n}
 
 
 TRANSFORMS = {LogRatioTransform.name: LogRatioTransform.from_dict}
