@@ -11,10 +11,13 @@ the condition and the latent:
     E_expected(l, a, r) / E_inc = R p(l) q_l(a, r),   then hits drawn around E_expected
 
 - response R = R0 exp(LIM_RESPONSE tanh(.)), R0 the fitted mean response;
+- the fitted mean shower is read at the shower's energy: the transform holds it per quarter decade of
+  E_inc (fraction_by_energy); between two such energy nodes both are read and mixed linearly in ln E
+  (:meth:`ParamGenerator.mean_profile`);
 - longitudinal profile p: the fitted mean profile (its cumulative read at layer edges minus a depth), the
-  depth being LAYERS_PER_E_FOLD x ln(E_inc / E_mid) (the shower maximum moves 1 X0 per e-fold of energy,
-  as GFlash's T) plus a learned per-shower shift within +-LIM_DEPTH layers (where the shower starts),
-  times exp(LIM_LAYER tanh(.)) per layer, renormalised;
+  depth being LAYERS_PER_E_FOLD x ln(E_inc / E_node) from each node's energy (the shower maximum moves
+  1 X0 per e-fold of energy, as GFlash's T) plus a learned per-shower shift within +-LIM_DEPTH layers
+  (where the shower starts), times exp(LIM_LAYER tanh(.)) per layer, renormalised;
 - in-layer shape q_l: the fitted mean radial profile of layer l (alpha-averaged: electrons along the axis
   make every alpha bin equivalent), radially rescaled by lambda_l = exp(LIM_SCALE tanh(.)) through its
   cumulative profile (C'(r) = C(r / lambda), linear between bin edges) and tilted by exp(t . (x, y)) with
@@ -34,10 +37,10 @@ the condition and the latent:
   gradient drove the response away).
 
 Every parameter is bounded (tanh x limit), so however the critic pushes, the shower stays within a factor
-e^LIM of the fitted mean in each of them; the heads start near zero, so the untrained generator is the
-fitted mean shower with Poisson hits: scored by `validate` on the quickstart's test split it already gives
-FPD x 1e3 2095 (floor 1934), KPD x 1e3 4.4 (floor 1.04), high-level AUC 0.67 and E_tot / E_inc
-0.983 +- 0.082 (Geant4 1.005 +- 0.078); 300 GAN steps at lr_g 1e-5 bring it to a PASS (README.md).
+e^LIM of the fitted mean in each of them, and the depth, layer fractions and radial scales may move their
+mean over showers only within the much smaller OPTIONS limits (their odd part in the latent is a
+zero-mean fluctuation); the heads start near zero, so the untrained generator is the fitted mean shower
+with Poisson hits (README.md, "Train", for what it scores).
 The network is an MLP on (z, the condition) with the condition concatenated to every block and to the
 head (energy conditioning throughout); it learns the correlated shower-to-shower fluctuations (a late
 start shifts every layer, a wide shower is wide in every layer) that GFlash's independent draws lack.
@@ -53,10 +56,13 @@ import itertools
 import math
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from surrogate.config import Range
+from surrogate.models import Option
 from surrogate.models.calo_shower import NEGATIVE_SLOPE, ShowerCritic, TransformBuffers, _init_linear
 
 FEATURE_NOISE = True  # G takes one extra N(0, 1) latent per voxel, its hits (train.feature_noise)
@@ -82,6 +88,26 @@ S_CLAMP = 30.0  # e-folds: expected hits per voxel up to e^30 stay finite in exp
 P_FLOOR = 1e-12  # floor under hit probabilities (their logs stay finite)
 U_CLAMP = 1e-6  # uniforms into ndtri kept within float32's reach of 0 and 1 (ndtri(1) = inf)
 SHARE_FLOOR = 1e-7  # floor under each radial bin's mean share (a bin never seen hit keeps a finite log)
+# The fitted mean shower per incident-energy bin (the transform's fraction_by_energy: quarter decades of
+# E_inc, at most 32 of them over 1 MeV - 100 TeV) is held at up to this many energy nodes
+MAX_ENERGY_NODES = 32
+
+
+# How far the GAN may move the mean shower, as opposed to how far one shower may stray from it. Each of
+# the depth, the per-layer fractions and the radial scales is split into its part even in the latent,
+# f(z) + f(-z), which moves the mean over showers, and its odd part, f(z) - f(-z), whose mean over the
+# symmetric latent is exactly 0 at every energy: a fluctuation. The odd part keeps the full limit above
+# (showers start early or late, are wide or narrow); the even part gets the limit set here. With these at
+# the full limits the generator is the unsplit one (LIM x tanh(f(z))). Why: left free, the critic moved
+# the quickstart's mean longitudinal profile 46% high in layer 1 and 20% low in layers 15-19 and the radial
+# profile's bin 5 18% low (README), while the fitted mean shower at each energy was within 5% and 4%.
+_LIM = Range(0.0)
+OPTIONS = {
+    "mean_depth": Option(0.25, "layers the mean depth of the showers may move at any energy (the odd, "
+                               "per-shower part: +-LIM_DEPTH)", _LIM),
+    "mean_layer": Option(0.05, "e-folds each layer's mean fraction may move (per shower: +-LIM_LAYER)", _LIM),
+    "mean_scale": Option(0.1, "e-folds each layer's mean radial scale may move (per shower: +-LIM_SCALE)", _LIM),
+}
 
 
 class ParamGenerator(nn.Module):
@@ -92,29 +118,36 @@ class ParamGenerator(nn.Module):
     log(E_voxel / E_inc) (B, n_features).
     """
 
-    base_log_r: torch.Tensor
-    base_log_p: torch.Tensor
-    base_cum: torch.Tensor
-    base_cum_long: torch.Tensor
+    node_ln_e: torch.Tensor
+    node_log_r: torch.Tensor
+    node_cum: torch.Tensor
+    node_cum_long: torch.Tensor
     edges: torch.Tensor
     edges_long: torch.Tensor
     cell_x: torch.Tensor
     cell_y: torch.Tensor
 
     def __init__(self, event_shape: tuple[int, int, int], n_cond: int, latent_dim: int, hidden: int,
-                 layer_norm: bool, voxel_noise: bool = False, n_blocks: int = 2) -> None:
+                 layer_norm: bool, voxel_noise: bool = False, n_blocks: int = 2,
+                 options: dict[str, Any] | None = None) -> None:
         super().__init__()
+        self.options = {key: option.default for key, option in OPTIONS.items()} | dict(options or {})
         self.event_shape = event_shape
         n_layers, n_alpha, n_r = event_shape
         self.n_features = n_layers * n_alpha * n_r
         self.latent_dim = latent_dim
         self.voxel_noise = voxel_noise
         self.transform = TransformBuffers(self.n_features)
-        # the fitted mean shower (start_at_mean_shower); neutral values until then: flat profiles
-        self.register_buffer("base_log_r", torch.zeros(()))
-        self.register_buffer("base_log_p", torch.full((n_layers,), -math.log(n_layers)))
-        self.register_buffer("base_cum", torch.linspace(0.0, 1.0, n_r + 1).repeat(n_layers, 1))  # (L, R + 1)
-        self.register_buffer("base_cum_long", torch.linspace(0.0, 1.0, n_layers + 1))  # (L + 1,)
+        # the fitted mean shower at its energy nodes (start_at_mean_shower): node k at ln(E_inc / MeV)
+        # node_ln_e[k] (ascending; the last node repeated up to MAX_ENERGY_NODES) has the response
+        # exp(node_log_r[k]), the cumulative longitudinal profile node_cum_long[k] at the layer edges and per
+        # layer the cumulative radial profile node_cum[k] at the radial edges. Neutral values until then:
+        # flat profiles.
+        m = MAX_ENERGY_NODES
+        self.register_buffer("node_ln_e", torch.zeros(m))
+        self.register_buffer("node_log_r", torch.zeros(m))
+        self.register_buffer("node_cum", torch.linspace(0.0, 1.0, n_r + 1).repeat(m, n_layers, 1))  # (M, L, R + 1)
+        self.register_buffer("node_cum_long", torch.linspace(0.0, 1.0, n_layers + 1).repeat(m, 1))  # (M, L + 1)
         self.register_buffer("edges", torch.arange(n_r + 1, dtype=torch.float32), persistent=False)
         self.register_buffer("edges_long", torch.arange(n_layers + 1, dtype=torch.float32), persistent=False)
         # cell centres in units of radial bins, alpha bin 0 starting at -pi (XMLHandler's convention)
@@ -134,61 +167,120 @@ class ParamGenerator(nn.Module):
         self.head = nn.Linear(hidden + n_cond, 2 + 6 * n_layers)
 
     @torch.no_grad()
-    def start_at_mean_shower(self, mean_fraction: Any) -> None:
-        """The buffers from the fit: ``mean_fraction`` (n_features,) mean E / E_inc per voxel
-        (LogRatioTransform.mean_fraction); None (a transform fitted before it existed) keeps the flat start."""
-        if mean_fraction is None:
-            return
+    def start_at_mean_shower(self, mean_fraction: Any, fraction_by_energy: Any = None,
+                             ln_e_by_energy: Any = None) -> None:
+        """The buffers from the fit: ``fraction_by_energy`` (K, n_features) mean E / E_inc per voxel in K
+        incident-energy bins of mean ln(E_inc / MeV) ``ln_e_by_energy`` (K,) (LogRatioTransform), or, for a
+        transform fitted before they existed, ``mean_fraction`` (n_features,) as one node at the middle of
+        the log-energy range; both None (a transform older still) keeps the flat start."""
+        if fraction_by_energy is None or ln_e_by_energy is None:
+            if mean_fraction is None:
+                return
+            fraction_by_energy = [mean_fraction]
+            ln_e_by_energy = [float(self.transform.ln_e_lo + 0.5 * self.transform.ln_e_span)]
         n_layers, n_alpha, n_r = self.event_shape
-        f = torch.as_tensor(mean_fraction, dtype=torch.float64).view(n_layers, n_alpha, n_r)
-        radial = f.sum(dim=1)  # (L, R)
-        e_layer = radial.sum(dim=1)
+        f = torch.as_tensor(np.asarray(fraction_by_energy), dtype=torch.float64).view(-1, n_layers, n_alpha, n_r)
+        ln_e = torch.as_tensor(np.asarray(ln_e_by_energy), dtype=torch.float64)
+        if len(f) > MAX_ENERGY_NODES or len(ln_e) != len(f) or not bool((ln_e[1:] > ln_e[:-1]).all()):
+            raise ValueError(f"calo_param: {len(f)} energy bins at ln E {ln_e.tolist()}: expected 1 to "
+                             f"{MAX_ENERGY_NODES}, one ascending ln E each")
+        radial = f.sum(dim=2)  # (K, L, R)
+        e_layer = radial.sum(dim=2)  # (K, L)
         floor = float(self.transform.floor)
-        self.base_log_r.fill_(math.log(max(float(e_layer.sum()), floor)))
-        self.base_log_p.copy_(torch.log_softmax(torch.log(e_layer + floor), dim=0).float())
-        p = e_layer / e_layer.sum() + SHARE_FLOOR
-        cum_long = torch.cat([torch.zeros(1, dtype=torch.float64), p.cumsum(dim=0)])
-        self.base_cum_long.copy_((cum_long / cum_long[-1]).float())
-        share = radial / (e_layer[:, None] + floor) + SHARE_FLOOR
-        share = share / share.sum(dim=1, keepdim=True)
-        cum = torch.cat([torch.zeros(n_layers, 1, dtype=torch.float64), share.cumsum(dim=1)], dim=1)
-        self.base_cum.copy_((cum / cum[:, -1:]).float())
+        log_r = torch.log(e_layer.sum(dim=1).clamp(min=floor))
+        p = e_layer / e_layer.sum(dim=1, keepdim=True) + SHARE_FLOOR
+        cum_long = torch.cat([torch.zeros(len(f), 1, dtype=torch.float64), p.cumsum(dim=1)], dim=1)
+        share = radial / (e_layer[:, :, None] + floor) + SHARE_FLOOR
+        share = share / share.sum(dim=2, keepdim=True)
+        cum = torch.cat([torch.zeros(len(f), n_layers, 1, dtype=torch.float64), share.cumsum(dim=2)], dim=2)
+        index = torch.arange(MAX_ENERGY_NODES).clamp(max=len(f) - 1)  # the last node repeated
+        self.node_ln_e.copy_(ln_e[index].float())
+        self.node_log_r.copy_(log_r[index].float())
+        self.node_cum_long.copy_((cum_long / cum_long[:, -1:])[index].float())
+        self.node_cum.copy_((cum / cum[:, :, -1:])[index].float())
+
+    def energy_nodes(self, ln_e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(B, 1) ln(E_inc / MeV) -> the two energy nodes around it, (B,) indices lo and lo + 1, and the
+        weight (B,) of the upper one: linear in ln E between them, 0 below the first node and 1 beyond the
+        last (where a repeated last node makes both the same)."""
+        nodes = self.node_ln_e
+        lo = (torch.searchsorted(nodes, ln_e[:, 0].contiguous(), right=True) - 1).clamp(0, len(nodes) - 2)
+        gap = (nodes[lo + 1] - nodes[lo]).clamp(min=1e-6)
+        w = ((ln_e[:, 0] - nodes[lo]) / gap).clamp(0.0, 1.0)
+        return lo, lo + 1, w
+
+    def mean_profile(self, ln_e: torch.Tensor, depth: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor,
+                                                                               torch.Tensor]:
+        """The fitted mean shower at incident energies ln_e (B, 1) ln MeV, its longitudinal profile moved
+        ``depth`` (B, 1) layers deeper: (log response (B, 1), layer shares (B, L), cumulative radial
+        profiles (B, L, R + 1)).
+
+        Between two energy nodes both are read, each shifted by LAYERS_PER_E_FOLD layers per e-fold from its
+        own energy (the shower maximum's move), and mixed linearly in ln E; the radial profiles and the log
+        response are mixed linearly in ln E; beyond the end nodes, the end node alone (shifted).
+        """
+        lo, hi, w = self.energy_nodes(ln_e)
+        b = len(ln_e)
+        shares = []
+        for k in (lo, hi):
+            shift = LAYERS_PER_E_FOLD * (ln_e - self.node_ln_e[k][:, None]) + depth
+            shares.append(_read_cumulative(self.node_cum_long[k], self.edges_long.expand(b, -1) - shift))
+        wl = w[:, None]
+        log_r = ((1.0 - w) * self.node_log_r[lo] + w * self.node_log_r[hi])[:, None]
+        cum = (1.0 - wl[:, :, None]) * self.node_cum[lo] + wl[:, :, None] * self.node_cum[hi]
+        return log_r, (1.0 - wl) * shares[0] + wl * shares[1], cum
 
     def parameters_of(self, z: torch.Tensor, cond: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Per-shower parameters: log_r (B, 1), depth (B, 1) layers, log_p (B, L), scale (B, L), tilt (B, L, 2)
-        per radial bin, log_quantum (B, L) ln MeV and spread (B, L) e-folds of the hits."""
+        """Per-shower parameters: log_r (B, 1), depth (B, 1) layers (relative to the middle of the log-energy
+        range), log_p (B, L), cum_radial (B, L, R + 1) the mean cumulative radial profiles at this energy,
+        scale (B, L), tilt (B, L, 2) per radial bin, log_quantum (B, L) ln MeV and spread (B, L) e-folds of
+        the hits."""
         n_layers = self.event_shape[0]
+        b = len(z)
+        # the network at z and at -z in one pass: their half sum and half difference are the even and the
+        # odd part of each output (OPTIONS)
         h = z[:, :self.latent_dim]
+        h = torch.cat([h, -h])
+        cond2 = torch.cat([cond, cond])
         for block, norm in zip(self.blocks, self.norms, strict=True):
-            h = F.leaky_relu(norm(block(torch.cat([h, cond], dim=1))), NEGATIVE_SLOPE)
-        out = torch.tanh(self.head(torch.cat([h, cond], dim=1)).float())
-        d_r, d_depth = out[:, :1], out[:, 1:2]
-        d_p, d_s = out[:, 2:2 + n_layers], out[:, 2 + n_layers:2 + 2 * n_layers]
+            h = F.leaky_relu(norm(block(torch.cat([h, cond2], dim=1))), NEGATIVE_SLOPE)
+        both = torch.tanh(self.head(torch.cat([h, cond2], dim=1)).float())
+        out, mirror = both[:b], both[b:]
+        even, odd = 0.5 * (out + mirror), 0.5 * (out - mirror)
+        opt = self.options
+
+        def split(sl: slice, lim: float, lim_mean: float) -> torch.Tensor:
+            """lim x tanh(f(z)) with the even part's limit lowered to lim_mean (never raised)."""
+            return min(lim_mean, lim) * even[:, sl] + lim * odd[:, sl]
+
+        d_r = out[:, :1]
+        depth = split(slice(1, 2), LIM_DEPTH, opt["mean_depth"])
+        delta_p = split(slice(2, 2 + n_layers), LIM_LAYER, opt["mean_layer"])
+        log_scale = split(slice(2 + n_layers, 2 + 2 * n_layers), LIM_SCALE, opt["mean_scale"])
         d_t = out[:, 2 + 2 * n_layers:2 + 4 * n_layers]
         d_q, d_sp = out[:, 2 + 4 * n_layers:2 + 5 * n_layers], out[:, 2 + 5 * n_layers:]
-        # the mean profile is the training sample's, over log-uniform energies: it belongs to the middle of
-        # the log-energy range, and a shower of another energy sits LAYERS_PER_E_FOLD layers per e-fold deeper
+        # the fitted mean shower at this energy (between the energy nodes), moved by the learned depth
         ln_e = self.transform.ln_e_inc(cond)
+        log_r, shares, cum = self.mean_profile(ln_e, depth)
         ln_mid = self.transform.ln_e_lo + 0.5 * self.transform.ln_e_span
-        depth = LAYERS_PER_E_FOLD * (ln_e - ln_mid) + LIM_DEPTH * d_depth
-        shares = _read_cumulative(self.base_cum_long.expand(len(z), -1), self.edges_long - depth)  # (B, L)
-        return {"log_r": self.base_log_r + LIM_RESPONSE * d_r, "depth": depth,
-                "log_p": F.log_softmax(torch.log(shares) + LIM_LAYER * d_p, dim=1),
-                "scale": torch.exp(LIM_SCALE * d_s),
+        return {"log_r": log_r + LIM_RESPONSE * d_r,
+                "depth": LAYERS_PER_E_FOLD * (ln_e - ln_mid) + depth,
+                "log_p": F.log_softmax(torch.log(shares) + delta_p, dim=1),
+                "cum_radial": cum, "scale": torch.exp(log_scale),
                 "tilt": LIM_SHIFT * d_t.view(len(z), n_layers, 2),
                 "log_quantum": math.log(QUANTUM_MEV) + LIM_QUANTUM * d_q,
                 "spread": SPREAD_START * torch.exp(LIM_SPREAD * d_sp)}
 
-    def radial_shares(self, scale: torch.Tensor) -> torch.Tensor:
-        """(B, L) radial scales -> (B, L, R) shares of each radial bin in its layer, summing to 1.
+    def radial_shares(self, scale: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        """(B, L) radial scales, (B, L, R + 1) cumulative radial profiles -> (B, L, R) shares of each radial
+        bin in its layer, summing to 1.
 
-        The layer's mean cumulative profile C (at the bin edges 0..R) is read at edge / scale, linearly
-        between edges and 1 beyond the last: scale > 1 widens, < 1 narrows; what a widened shower pushes
-        beyond the last bin is renormalised back (the layer's energy is the layer head's business).
+        The layer's mean cumulative profile C (``table``, at the bin edges 0..R) is read at edge / scale,
+        linearly between edges and 1 beyond the last: scale > 1 widens, < 1 narrows; what a widened shower
+        pushes beyond the last bin is renormalised back (the layer's energy is the layer head's business).
         """
         b, n_layers = scale.shape
         u = self.edges / scale[:, :, None]  # (B, L, R + 1)
-        table = self.base_cum.expand(b, -1, -1)
         return _read_cumulative(table.reshape(b * n_layers, -1), u.reshape(b * n_layers, -1)).view(b, n_layers, -1)
 
     def log_fractions(self, z: torch.Tensor, cond: torch.Tensor,
@@ -198,7 +290,7 @@ class ParamGenerator(nn.Module):
         n_layers, n_alpha, n_r = self.event_shape
         b = len(z)
         p = self.parameters_of(z, cond) if p is None else p
-        share = self.radial_shares(p["scale"])  # (B, L, R)
+        share = self.radial_shares(p["scale"], p["cum_radial"])  # (B, L, R)
         # each alpha cell of a radial bin holds 1 / n_alpha of it, then the tilt moves the centre
         logit = torch.log(share / n_alpha)[:, :, None, :].expand(b, n_layers, n_alpha, n_r).reshape(b, n_layers, -1)
         tilt = p["tilt"]
@@ -270,7 +362,8 @@ def _read_cumulative(table: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
 
 def build(*, n_features: int, n_cond: int, latent_dim: int, hidden_g: int, hidden_d: int, layer_norm: bool,
           generator: torch.Generator, feature_groups: int = 0, event_shape: tuple[int, ...] = (),
-          transform: dict[str, Any] | None = None, feature_noise: bool = False) -> tuple[nn.Module, nn.Module]:
+          transform: dict[str, Any] | None = None, feature_noise: bool = False,
+          options: dict[str, Any] | None = None) -> tuple[nn.Module, nn.Module]:
     """``event_shape`` (layers, alpha, r) must multiply to ``n_features``; () = one layer of one alpha bin.
 
     ``feature_groups`` > 0 turns on the critic's observables; ``feature_noise``: G takes z of latent_dim +
@@ -285,7 +378,7 @@ def build(*, n_features: int, n_cond: int, latent_dim: int, hidden_g: int, hidde
     # nn.Linear initialises itself from the global RNG on construction; fork it so building a model
     # leaves the global stream untouched, then draw the real initialisation from ``generator``.
     with torch.random.fork_rng(devices=[]):
-        g = ParamGenerator(shape3, n_cond, latent_dim, hidden_g, layer_norm, feature_noise)
+        g = ParamGenerator(shape3, n_cond, latent_dim, hidden_g, layer_norm, feature_noise, options=options)
         d = ShowerCritic(shape3, n_cond, hidden_d, physics=feature_groups > 0)
     for module in itertools.chain(g.modules(), d.modules()):
         if isinstance(module, nn.Linear):
@@ -295,5 +388,6 @@ def build(*, n_features: int, n_cond: int, latent_dim: int, hidden_g: int, hidde
     if transform is not None:
         g.transform.load_transform(transform)
         d.transform.load_transform(transform)
-        g.start_at_mean_shower(transform.get("mean_fraction"))
+        g.start_at_mean_shower(transform.get("mean_fraction"), transform.get("fraction_by_energy"),
+                               transform.get("ln_e_by_energy"))
     return g, d

@@ -18,7 +18,6 @@ from surrogate.models.calo_param import (
     LIM_RESPONSE,
     LIM_SCALE,
     ParamGenerator,
-    _read_cumulative,
 )
 from surrogate.models.calo_shower import ShowerCritic
 
@@ -112,7 +111,9 @@ def test_parameters_stay_within_their_bounds_however_large_the_weights(fitted: L
     prior = LAYERS_PER_E_FOLD * (g.transform.ln_e_inc(cond).numpy() - ln_mid)
     depth = p["depth"].numpy()
     assert (np.abs(depth - prior) <= LIM_DEPTH + 1e-5).all() and np.abs(depth - prior).max() > 0.99 * LIM_DEPTH
-    shifted = _read_cumulative(g.base_cum_long.expand(256, -1), g.edges_long - p["depth"]).double().numpy()
+    # the fixture's one energy bin: its mean profile read at this shower's depth
+    assert len(np.unique(g.node_ln_e.numpy())) == 1
+    shifted = g.mean_profile(g.transform.ln_e_inc(cond), p["depth"] - torch.as_tensor(prior))[1].double().numpy()
     ratio = torch.exp(p["log_p"]).double().numpy() / shifted
     assert (ratio < math.exp(2 * LIM_LAYER)).all() and (ratio > math.exp(-2 * LIM_LAYER)).all()
     assert ratio.max() > math.exp(0.5 * LIM_LAYER)  # and the deltas are used
@@ -121,37 +122,131 @@ def test_parameters_stay_within_their_bounds_however_large_the_weights(fitted: L
 
 
 def test_the_shower_maximum_moves_one_radiation_length_deeper_per_e_fold_of_energy(fitted: LogRatioTransform) -> None:
-    """Rossi / GFlash: t_max = ln(E / E_c) + const; the untrained generator's longitudinal profile at the
-    top of the energy range is its profile at the middle shifted by LAYERS_PER_E_FOLD x ln(E_max / E_mid)."""
+    """Rossi / GFlash: t_max = ln(E / E_c) + const; beyond its energy bin (the fixture has one), the untrained
+    generator's longitudinal profile is the bin's profile shifted by LAYERS_PER_E_FOLD x ln(E / E_bin)."""
     g, _ = _build(fitted, feature_noise=False)
+    assert fitted.ln_e_by_energy is not None and len(fitted.ln_e_by_energy) == 1
+    lo, span = math.log(fitted.e_min_mev), math.log(fitted.e_max_mev / fitted.e_min_mev)
+    ln_bin = float(fitted.ln_e_by_energy[0])
     with torch.no_grad():
         g.head.weight.zero_()
         g.head.bias.zero_()  # no learned part: the prior alone
-        p_mid = torch.exp(g.parameters_of(_z(1, 0, noise=False), torch.zeros(1, 1))["log_p"]).double().numpy()[0]
-        p_top = torch.exp(g.parameters_of(_z(1, 0, noise=False), torch.ones(1, 1))["log_p"]).double().numpy()[0]
+        p_bin, p_top = (torch.exp(g.parameters_of(_z(1, 0, noise=False),
+                                                  torch.full((1, 1), 2 * (x - lo) / span - 1))["log_p"])
+                        .double().numpy()[0] for x in (ln_bin, lo + span))
     layers = np.arange(45) + 0.5
-    shift = LAYERS_PER_E_FOLD * 0.5 * math.log(fitted.e_max_mev / fitted.e_min_mev)
-    assert shift == pytest.approx(1.43, abs=0.01)  # 1-10 GeV: +-1.15 X0 at 0.805 X0 a layer
-    assert (p_top * layers).sum() - (p_mid * layers).sum() == pytest.approx(shift, abs=0.02)
-    np.testing.assert_allclose(p_mid.sum(), 1.0, rtol=1e-6)
+    shift = LAYERS_PER_E_FOLD * (lo + span - ln_bin)
+    assert shift > 1.0  # 1-10 GeV: ~1.15 X0 from the middle to the top at 0.805 X0 a layer
+    assert (p_top * layers).sum() - (p_bin * layers).sum() == pytest.approx(shift, abs=0.02)
+    np.testing.assert_allclose(p_bin.sum(), 1.0, rtol=1e-6)
+
+
+def test_the_gan_moves_the_mean_shower_only_as_far_as_the_options_allow(fitted: LogRatioTransform) -> None:
+    """Depth, layer fractions and radial scales: their part even in the latent (the mean over showers) within
+    mean_depth / mean_layer / mean_scale, their odd part (a shower's fluctuation) within the full limits."""
+    g, _ = _build(fitted)
+    opts = g.options
+    assert (opts["mean_depth"], opts["mean_layer"], opts["mean_scale"]) == (0.25, 0.05, 0.1)
+    cond = torch.rand(256, 1, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    z = _z(256, 2)
+    ln_mid = math.log(fitted.e_min_mev) + 0.5 * math.log(fitted.e_max_mev / fitted.e_min_mev)
+    prior = LAYERS_PER_E_FOLD * (g.transform.ln_e_inc(cond) - ln_mid)
+    with torch.no_grad():
+        g.head.weight.zero_()
+        g.head.bias.fill_(1e4)  # the same for every latent: all even, saturated
+        p = g.parameters_of(z, cond)
+        np.testing.assert_allclose((p["depth"] - prior).numpy(), opts["mean_depth"], rtol=1e-5)
+        np.testing.assert_allclose(p["scale"].numpy(), math.exp(opts["mean_scale"]), rtol=1e-6)
+        g.head.bias[2:2 + 45] = torch.where(torch.arange(45) % 2 == 0, 1e4, -1e4)  # layers up, down, up...
+        p = g.parameters_of(z, cond)
+        base = g.mean_profile(g.transform.ln_e_inc(cond), p["depth"] - prior)[1]
+        ratio = (torch.exp(p["log_p"]) / base).double().numpy()
+        np.testing.assert_allclose(ratio[:, 0] / ratio[:, 1], math.exp(2 * opts["mean_layer"]), rtol=1e-4)
+        # saturated weights: showers reach the full limits, their mean over z and -z stays within the options
+        g.head.bias.zero_()
+        g.head.weight.normal_(generator=torch.Generator().manual_seed(4)).mul_(1e4)
+        p, mirror = g.parameters_of(z, cond), g.parameters_of(-z, cond)
+    depth = (p["depth"] - prior).numpy()
+    assert np.abs(depth).max() > 0.99 * LIM_DEPTH and (np.abs(depth) <= LIM_DEPTH + 1e-5).all()
+    mean_depth = 0.5 * (p["depth"] + mirror["depth"]) - prior
+    assert (mean_depth.abs() <= opts["mean_depth"] + 1e-5).all() and mean_depth.abs().max() > 0.2
+    log_scale = torch.log(p["scale"]).numpy()
+    assert np.abs(log_scale).max() > 0.99 * LIM_SCALE and (np.abs(log_scale) <= LIM_SCALE + 1e-5).all()
+    mean_scale = 0.5 * torch.log(p["scale"] * mirror["scale"])
+    assert (mean_scale.abs() <= opts["mean_scale"] + 1e-6).all()
+
+
+def test_options_at_the_full_limits_give_the_unsplit_generator(fitted: LogRatioTransform) -> None:
+    """mean_* = LIM_*: each parameter is LIM x tanh(head) again, as before the split."""
+    g, _ = build_models("calo_param", n_features=N_FEATURES, n_cond=1, latent_dim=LATENT, hidden_g=32,
+                        hidden_d=32, feature_groups=45, event_shape=SHAPE, transform=fitted.to_dict(),
+                        feature_noise=True, generator=torch.Generator().manual_seed(0),
+                        options={"mean_depth": LIM_DEPTH, "mean_layer": LIM_LAYER, "mean_scale": LIM_SCALE})
+    assert isinstance(g, ParamGenerator)
+    cond = torch.rand(64, 1, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    z = _z(64, 2)
+    with torch.no_grad():
+        g.head.weight.mul_(300.0)  # well away from 0, short of saturation
+        h = z[:, :LATENT]
+        for block, norm in zip(g.blocks, g.norms, strict=True):
+            h = torch.nn.functional.leaky_relu(norm(block(torch.cat([h, cond], dim=1))), 0.2)
+        head = torch.tanh(g.head(torch.cat([h, cond], dim=1)))
+        p = g.parameters_of(z, cond)
+    ln_mid = math.log(fitted.e_min_mev) + 0.5 * math.log(fitted.e_max_mev / fitted.e_min_mev)
+    prior = LAYERS_PER_E_FOLD * (g.transform.ln_e_inc(cond) - ln_mid)
+    assert head[:, 1].abs().max() > 0.3
+    np.testing.assert_allclose((p["depth"] - prior)[:, 0].numpy(), (LIM_DEPTH * head[:, 1]).numpy(), atol=1e-5)
+    np.testing.assert_allclose(torch.log(p["scale"]).numpy(), (LIM_SCALE * head[:, 2 + 45:2 + 90]).numpy(),
+                               atol=1e-5)
+
+
+def test_the_mean_shower_follows_its_energy_bin_where_one_shifted_profile_would_not() -> None:
+    """Showers whose maximum stays at layer 8 at every energy (the shift law would move it 1.24 layers per
+    e-fold): read at each energy bin's mean energy, the untrained generator's mean depth is that bin's."""
+    showers, e_inc = _showers(1000, 9)  # 1-10 GeV: four quarter-decade bins of ~250 showers
+    t = LogRatioTransform.fit(showers, e_inc, threshold=THRESHOLD_MEV)
+    assert t.ln_e_by_energy is not None and t.fraction_by_energy is not None and len(t.ln_e_by_energy) == 4
+    g, _ = _build(t, feature_noise=False)
+    layers = np.arange(45) + 0.5
+    lo, span = math.log(t.e_min_mev), math.log(t.e_max_mev / t.e_min_mev)
+    with torch.no_grad():
+        g.head.weight.zero_()
+        g.head.bias.zero_()
+        for ln_e, f in zip(t.ln_e_by_energy, t.fraction_by_energy, strict=True):
+            cond = torch.full((1, 1), 2 * (ln_e - lo) / span - 1)
+            p = torch.exp(g.parameters_of(_z(1, 0, noise=False), cond)["log_p"]).double().numpy()[0]
+            e_layer = f.astype(np.float64).reshape(SHAPE).sum(axis=(1, 2))
+            assert (p * layers).sum() == pytest.approx((e_layer * layers).sum() / e_layer.sum(), abs=0.02)
+        # between two bins: between their depths; beyond the last, that bin's profile moved by the shift law
+        mid = 0.5 * (t.ln_e_by_energy[1] + t.ln_e_by_energy[2])
+        top = t.ln_e_by_energy[3] + 0.1
+        p_mid, p_top = (torch.exp(g.parameters_of(_z(1, 0, noise=False),
+                                                  torch.full((1, 1), 2 * (x - lo) / span - 1))["log_p"])
+                        .double().numpy()[0] for x in (mid, top))
+    depths = [(f.astype(np.float64).reshape(SHAPE).sum(axis=(1, 2)) * layers).sum()
+              / f.astype(np.float64).sum() for f in t.fraction_by_energy]
+    # (within 0.05 layers: a profile read earlier loses what passes layer 0 and is renormalised)
+    assert min(depths[1], depths[2]) - 0.05 <= (p_mid * layers).sum() <= max(depths[1], depths[2]) + 0.05
+    assert (p_top * layers).sum() == pytest.approx(depths[3] + 0.1 * LAYERS_PER_E_FOLD, abs=0.03)
 
 
 def test_radial_scale_reads_the_cumulative_profile_at_edge_over_scale(fitted: LogRatioTransform) -> None:
     g, _ = _build(fitted)
     _, radial_mean, _ = _mean_profiles(fitted)
-    shares = g.radial_shares(torch.ones(1, 45)).double().numpy()[0]
+    table = g.node_cum[:1]  # the fixture's one energy bin
+    shares = g.radial_shares(torch.ones(1, 45), table).double().numpy()[0]
     heavy = _mean_profiles(fitted)[0] > 0.01  # layers the fixture fills (its deep layers are empty)
     np.testing.assert_allclose(shares[heavy], radial_mean[heavy], rtol=1e-4, atol=2e-6)  # scale 1: the fit
     np.testing.assert_allclose(shares.sum(axis=1), 1.0, rtol=1e-6)
     cum = np.concatenate([np.zeros((45, 1)), np.cumsum(radial_mean, axis=1)], axis=1)
-    wide = g.radial_shares(torch.full((1, 45), 2.0)).double().numpy()[0]
+    wide = g.radial_shares(torch.full((1, 45), 2.0), table).double().numpy()[0]
     # scale 2: the first bin holds what the mean profile holds within half a bin (linear within the bin)
     # then renormalised by what is still inside the last edge, C(9 / 2) = C(4.5)
     inside = np.maximum(0.5 * (cum[:, 4] + cum[:, 5]), 1e-30)
     np.testing.assert_allclose(wide[heavy, 0], (0.5 * cum[:, 1] / inside)[heavy], rtol=1e-3)
     r = np.arange(9) + 0.5
     assert ((wide * r).sum(axis=1) > (shares * r).sum(axis=1)).all()  # wider is wider in every layer
-    narrow = g.radial_shares(torch.full((1, 45), 0.5)).double().numpy()[0]
+    narrow = g.radial_shares(torch.full((1, 45), 0.5), table).double().numpy()[0]
     assert ((narrow * r).sum(axis=1) < (shares * r).sum(axis=1)).all()
 
 
