@@ -144,10 +144,10 @@ class LogRatioTransform:
                                                                                      dtype=np.float32)
         self.ln_e_by_energy = None if ln_e_by_energy is None else np.asarray(ln_e_by_energy, dtype=np.float64)
         self.n_by_energy = None if n_by_energy is None else np.asarray(n_by_energy, dtype=np.int64)
-        if self.fraction_by_energy is not None:
+        if self.fraction_by_energy is not None and self.ln_e_by_energy is not None and self.n_by_energy is not None:
             k = len(self.fraction_by_energy)
             if (self.fraction_by_energy.shape != (k, len(self.mean)) or k == 0
-                    or np.shape(self.ln_e_by_energy) != (k,) or np.shape(self.n_by_energy) != (k,)):
+                    or self.ln_e_by_energy.shape != (k,) or self.n_by_energy.shape != (k,)):
                 raise ValueError(f"fraction_by_energy {self.fraction_by_energy.shape} must be (K >= 1, "
                                  f"{len(self.mean)}) with K ln_e_by_energy and n_by_energy")
         self.e_min_mev = float(e_min_mev)
@@ -252,11 +252,17 @@ class LogRatioTransform:
                 e_max_mev=d["e_max_mev"], threshold_mev=d["threshold_mev"], eps=d["eps"],
                 s_max=None if s_max is None else np.asarray(s_max),
                 mean_fraction=None if mean_fraction is None else np.asarray(mean_fraction),
-                **{key: np.asarray(d[key]) for key in ("fraction_by_energy", "ln_e_by_energy", "n_by_energy")
-                   if key in d})  # absent in transforms written before they existed
+                # absent in transforms written before they existed
+                fraction_by_energy=_array_or_none(d.get("fraction_by_energy")),
+                ln_e_by_energy=_array_or_none(d.get("ln_e_by_energy")),
+                n_by_energy=_array_or_none(d.get("n_by_energy")))
         if t.n_features != int(d["n_features"]):
             raise ValueError(f"{t.n_features} means for n_features = {d['n_features']}")
         return t
+
+
+def _array_or_none(values: Any) -> np.ndarray | None:
+    return None if values is None else np.asarray(values)
 
 
 class _LogRatioFit:
@@ -313,12 +319,13 @@ class _LogRatioFit:
         var = self._total[n_features:] / scale - mean**2
         # var can dip below 0 by rounding for a constant voxel; the floor keeps x finite (no 0/0).
         std = np.maximum(np.sqrt(np.maximum(var, 0.0)), STD_FLOOR)
+        fraction, ln_e, n = self._energy_bins()
         return LogRatioTransform(mean=mean, std=std, e_min_mev=self._e_min, e_max_mev=self._e_max,
                                  threshold_mev=self._threshold, s_max=self._s_max,
                                  mean_fraction=self._fraction / (_FRACTION_POINT * self._n),
-                                 **self._energy_bins())
+                                 fraction_by_energy=fraction, ln_e_by_energy=ln_e, n_by_energy=n)
 
-    def _energy_bins(self) -> dict[str, np.ndarray]:
+    def _energy_bins(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The non-empty energy bins, each merged into the next (the last into the one before) until it
         holds at least ENERGY_BIN_MIN_EVENTS events, or all events in one bin."""
         groups: list[list[int]] = []
@@ -330,11 +337,9 @@ class _LogRatioFit:
         if len(groups) > 1 and self._count_by_energy[0, groups[-1]].sum() < ENERGY_BIN_MIN_EVENTS:
             groups[-2].extend(groups.pop())
         n = np.array([self._count_by_energy[0, g].sum() for g in groups], dtype=np.int64)
-        return {"fraction_by_energy": np.stack([self._by_energy[g].sum(axis=0) for g in groups])
-                / (_FRACTION_POINT * n[:, None]),
-                "ln_e_by_energy": np.array([self._count_by_energy[1, g].sum() for g in groups])
-                / (float(_FIXED_POINT) * n),
-                "n_by_energy": n}
+        fraction = np.stack([self._by_energy[g].sum(axis=0) for g in groups]) / (_FRACTION_POINT * n[:, None])
+        ln_e = np.array([self._count_by_energy[1, g].sum() for g in groups]) / (float(_FIXED_POINT) * n)
+        return fraction, ln_e, n
 
 
 TRANSFORMS = {LogRatioTransform.name: LogRatioTransform.from_dict}
