@@ -1,13 +1,14 @@
 # Two entry points, both self-installing on a fresh machine:
 #   make quickstart   every stage on the built-in Geant4 reference, report in runs/
-#                     (make quickstart-lensing: the same for strong lensing)
+#                     (make quickstart-lensing, make quickstart-weak-lensing: the same for
+#                     strong lensing and for weak-lensing convergence maps)
 #   make test         the test suite (slow tests: make test-slow)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: quickstart quickstart-lensing test test-slow lint install
+.PHONY: quickstart quickstart-lensing quickstart-weak-lensing test test-slow lint install
 
 install: $(STAMP)
 
@@ -28,6 +29,10 @@ quickstart: $(STAMP)
 # The second domain: strong gravitational lensing (lenstronomy reference, conditional image GAN).
 quickstart-lensing: $(STAMP)
 	$(BIN)/surrogate run configs/strong_lensing/quickstart.yaml || [ $$? -eq 1 ]
+
+# The third domain: weak-lensing convergence maps conditioned on (Omega_m, sigma_8) (pyccl reference).
+quickstart-weak-lensing: $(STAMP)
+	$(BIN)/surrogate run configs/weak_lensing/quickstart.yaml || [ $$? -eq 1 ]
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -279,6 +279,9 @@ class ValidateConfig:
     prdc_k: int = 5  # nearest neighbours defining the manifolds of precision/recall/density/coverage
     prdc_max_samples: int = 10000  # events per sample in precision/recall/density/coverage (cost ~N^2)
     thresholds: Any = field(default_factory=Thresholds)  # pass/fail verdict: the domain's Thresholds dataclass
+    # the verdict on events the domain held out of training (prepare's reference_heldout.h5): the same
+    # limits as `thresholds` except those set here
+    heldout_thresholds: Any = field(default_factory=Thresholds)
     seed: int = 0  # seeds the floor's split, subsampling, classifier initialisation and metric bootstraps
 
     RANGES: ClassVar[dict[str, Range]] = {
@@ -494,18 +497,22 @@ def config_from_dict(tree: dict[str, Any], get_domain: Any = None) -> Config:
         raise ConfigError(f"simulate: expected a mapping, got {simulate!r}")
     # The thresholds are the domain's (its metrics'), like the simulate section.
     validate = tree.get("validate")
-    thresholds: Any = {}
-    if isinstance(validate, dict) and "thresholds" in validate:
+    limits: dict[str, Any] = {"thresholds": {}, "heldout_thresholds": {}}
+    if isinstance(validate, dict):
         validate = dict(validate)
-        thresholds = validate.pop("thresholds") or {}
+        for name in limits:
+            if name in validate:
+                limits[name] = validate.pop(name) or {}
+                if not isinstance(limits[name], dict):
+                    raise ConfigError(f"validate.{name}: expected a mapping, got {limits[name]!r}")
         tree["validate"] = validate
-    if not isinstance(thresholds, dict):
-        raise ConfigError(f"validate.thresholds: expected a mapping, got {thresholds!r}")
     cfg = _build(Config, tree, "")
     return dataclasses.replace(
         cfg, simulate=_build(domain.SimulateConfig, simulate, "simulate"),
-        validate=dataclasses.replace(cfg.validate,
-                                     thresholds=_build(domain.Thresholds, thresholds, "validate.thresholds")))
+        validate=dataclasses.replace(
+            cfg.validate, thresholds=_build(domain.Thresholds, limits["thresholds"], "validate.thresholds"),
+            heldout_thresholds=_build(domain.Thresholds, {**limits["thresholds"], **limits["heldout_thresholds"]},
+                                      "validate.heldout_thresholds")))
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:

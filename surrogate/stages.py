@@ -8,11 +8,14 @@ stage's outputs in the same run folder:
     <run>/simulate/<events file>     reference events in the domain's native layout (Domain.events_file)
     <run>/prepare/store.h5           transformed train/val/test splits + transform.json,
                  reference_val.h5, reference_test.h5   (native layout, physical units)
+                 reference_heldout.h5   events the domain holds out of training (if any)
     <run>/train/checkpoints/last.pt  full training state; train/generator.pt the exported EMA generator
     <run>/generate/generated.h5      surrogate events for the test split's conditions
+                 generated_heldout.h5   ... and for the held-out events' conditions (if any)
                  baseline_<name>.h5, .json  classical baselines (generate.baselines) and their fitted parameters
     <run>/validate/report.html       metrics beside the floor and baselines, plots, verdict;
-                  metrics.json, observables_<sample>.nc (labelled features and profiles)
+                  metrics.json, observables_<sample>.nc (labelled features and profiles);
+                  heldout/ the same for the held-out events (validate.heldout_thresholds)
     <run>/mlflow.db, mlartifacts/    the MLflow store (unless a tracking server is used)
 
 Each stage folder ends with ``stage.json``, its manifest (surrogate.runfolder): the stage's key (a hash
@@ -42,6 +45,9 @@ from surrogate.domains import domain_for
 from surrogate.errors import InputError, OutputExistsError, SurrogateError
 
 STAGES = ("simulate", "prepare", "train", "generate", "validate")
+HELDOUT_REFERENCE = "reference_heldout.h5"  # prepare's file of the events a domain holds out of training
+HELDOUT_GENERATED = "generated_heldout.h5"  # generate's file for their conditions
+HELDOUT_DIR = "heldout"  # validate's subfolder (and metric prefix) for them
 
 
 @dataclass(frozen=True)
@@ -185,7 +191,8 @@ def run_prepare(cfg: Config, run_dir: Path, *, tracker: Any = None, progress: bo
             mlrun.log_metrics(metrics)
             mlrun.log_artifact(out / "transform.json")
         outputs = {"store": out / "store.h5", "transform": out / "transform.json",
-                   "reference_val": out / "reference_val.h5", "reference_test": out / "reference_test.h5"}
+                   "reference_val": out / "reference_val.h5", "reference_test": out / "reference_test.h5",
+                   "reference_heldout": out / HELDOUT_REFERENCE}
         return _finish(folder, StageResult("prepare", out, time.perf_counter() - t0, dict(metrics), outputs,
                                            mlrun.run_id))
 
@@ -307,7 +314,11 @@ def run_generate(cfg: Config, run_dir: Path, *, tracker: Any = None, progress: b
         raise SurrogateError(f"generate.fit_events: the training sample's conditions come from "
                              f"{store_dir / 'store.h5'}, which does not exist (set generate.baseline_store to a "
                              "prepare folder, or generate.fit_events=0)")
-    inputs = [p for p in (None if from_mlflow else ckpt_path, cond_path) if p is not None]
+    # Events held out of training get their own generated file, for the default test-split conditions only.
+    heldout_path = run_dir / "prepare" / HELDOUT_REFERENCE
+    heldout: Path | None = heldout_path if (not gcfg.conditions and not gcfg.conditions_from
+                                            and heldout_path.is_file()) else None
+    inputs = [p for p in (None if from_mlflow else ckpt_path, cond_path, heldout) if p is not None]
     if gcfg.baselines or gcfg.fit_events:  # the baselines are fitted on the store's train split
         inputs += [store_dir / "store.h5"]
     key = runfolder.stage_key("generate", stage_settings(cfg, "generate"), inputs, run_dir)
@@ -351,6 +362,19 @@ def run_generate(cfg: Config, run_dir: Path, *, tracker: Any = None, progress: b
         if gcfg.fit_events:
             metrics["fit_events"] = float(_generate_fit_sample(sur, ckpt_path, domain, store_dir, gcfg, out, progress))
             outputs["fit"] = out / FIT_SAMPLE
+        if heldout is not None:
+            cond_h = read_conditions(domain, heldout)
+            path_h = out / HELDOUT_GENERATED
+            say(f"generate: {len(cond_h)} events for the held-out conditions of {heldout} -> {path_h}")
+            blocks = sur.iter_generate(cond_h, seed=gcfg.seed + 1, batch_size=gcfg.batch_size,
+                                       extrapolate=gcfg.extrapolate, where=heldout)
+            domain.write_events(path_h, _progress(blocks, len(cond_h), gcfg.batch_size, progress, "generate"),
+                                len(cond_h), {"generator": str(ckpt_path), "generator_step": sur.step,
+                                              "seed": gcfg.seed + 1, "use_ema": gcfg.use_ema,
+                                              "conditions_from": str(heldout), "simulator": "surrogate GAN"},
+                                dtype=gcfg.dtype)
+            outputs["heldout"] = path_h
+            metrics["n_heldout_events"] = float(len(cond_h))
         for name in gcfg.baselines:
             metrics.update(_generate_baseline(name, domain, store_dir, cond, source, gcfg, out, mlrun, progress))
             outputs[f"baseline_{name}"] = out / f"baseline_{name}.h5"
@@ -482,6 +506,15 @@ def read_fit_samples(domain: Any, store: Path, fit: Path) -> tuple[tuple[Any, An
     return (ref_data, ref_cond), (gen_data, gen_cond)
 
 
+def heldout_inputs(cfg: Config, run_dir: Path) -> tuple[Path, Path] | None:
+    """(generated, reference) of the events held out of training, when validating a run folder's own files
+    and both exist (prepare/reference_heldout.h5, generate/generated_heldout.h5); else None."""
+    if cfg.validate.generated or cfg.validate.reference:
+        return None
+    pair = (run_dir / "generate" / HELDOUT_GENERATED, run_dir / "prepare" / HELDOUT_REFERENCE)
+    return pair if all(p.is_file() for p in pair) else None
+
+
 def run_validate(cfg: Config, run_dir: Path, *, tracker: Any = None, progress: bool = True,
                  continue_run: bool = False) -> StageResult:
     from surrogate.validation import validate_files
@@ -489,8 +522,11 @@ def run_validate(cfg: Config, run_dir: Path, *, tracker: Any = None, progress: b
     domain = domain_for(cfg)
     gen, ref, ref_b, baselines = validate_inputs(cfg, run_dir)
     fit_paths = fit_inputs(cfg, run_dir)
-    # the floor's reference, the baselines and the training samples are inputs too: a changed file redoes it
-    inputs = [gen, ref, *([ref_b] if ref_b else []), *baselines.values(), *(fit_paths[1:] if fit_paths else ())]
+    heldout = heldout_inputs(cfg, run_dir)
+    # the floor's reference, the baselines, the training samples and the held-out pair are inputs too: a
+    # changed file redoes the stage
+    inputs = [gen, ref, *([ref_b] if ref_b else []), *baselines.values(), *(fit_paths[1:] if fit_paths else ()),
+              *(heldout or ())]
     for path in inputs:
         domain.check_file(path)
     if cfg.validate.reference and not cfg.validate.accept_implausible:
@@ -519,15 +555,25 @@ def run_validate(cfg: Config, run_dir: Path, *, tracker: Any = None, progress: b
             fit_samples = read_fit_samples(domain, *fit_paths)
         report = validate_files(domain, gen, ref, cfg.validate, out, reference_b_path=ref_b,
                                 baselines=baselines, fit_samples=fit_samples, progress=progress)
-        (out / "config.yaml").write_text(dump_config(cfg))
         metrics = report.flat_metrics()
+        passed, failures = report.passed, list(report.failures)
+        outputs = {"report": Path(report.report_path), "metrics": report.metrics_path}
+        if heldout is not None:
+            # held-out conditions: the floor is two seeded halves of their reference file
+            say(f"validate: {heldout[0]} against the held-out {heldout[1]} -> {out / HELDOUT_DIR}")
+            held = validate_files(domain, heldout[0], heldout[1],
+                                  dataclasses.replace(cfg.validate, thresholds=cfg.validate.heldout_thresholds),
+                                  out / HELDOUT_DIR, progress=progress)
+            metrics.update({f"{HELDOUT_DIR}_{k}": v for k, v in held.flat_metrics().items()})
+            passed = passed and held.passed
+            failures += [f"{HELDOUT_DIR}: {reason}" for reason in held.failures]
+            outputs.update({"heldout_report": Path(held.report_path), "heldout_metrics": held.metrics_path})
+        (out / "config.yaml").write_text(dump_config(cfg))
         mlrun.log_metrics(metrics)
-        mlrun.set_tags({"verdict": "pass" if report.passed else "fail",
-                        "failures": "; ".join(report.failures) or "none"})
+        mlrun.set_tags({"verdict": "pass" if passed else "fail", "failures": "; ".join(failures) or "none"})
         mlrun.log_artifacts(out)
-        return _finish(folder, StageResult("validate", out, time.perf_counter() - t0, metrics,
-                                           {"report": Path(report.report_path), "metrics": report.metrics_path},
-                                           mlrun.run_id, report.passed, tuple(report.failures)))
+        return _finish(folder, StageResult("validate", out, time.perf_counter() - t0, metrics, outputs,
+                                           mlrun.run_id, passed, tuple(failures)))
 
 
 RUNNERS = {"simulate": run_simulate, "prepare": run_prepare, "train": run_train,

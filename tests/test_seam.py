@@ -25,17 +25,23 @@ CALORIMETER_WORDS = re.compile(
     re.IGNORECASE)
 # The calorimeter's own modules: where those words belong.
 CALORIMETER_MODULES = ("domains/calorimeter/", "simulators/geant4_calo/", "models/calo_", "baselines/gflash")
-# The same for lensing: strong lensing, and the weak-lensing simulator (lens planes, lensing kernels).
+# The same for strong lensing.
 LENSING_WORDS = re.compile(r"lens|theta_E|einstein|pyhalo|subhalo|sersic", re.IGNORECASE)
-LENSING_MODULES = ("domains/strong_lensing/", "simulators/lenstronomy_lens/", "simulators/convergence_maps/")
+LENSING_MODULES = ("domains/strong_lensing/", "simulators/lenstronomy_lens/")
+# The same for weak lensing (convergence maps conditioned on cosmology).
+WEAK_LENSING_WORDS = re.compile(r"kappa|convergence|Omega_m|sigma_8|cosmolog|pyccl|halofit|lognormal|\bnfw\b",
+                                re.IGNORECASE)
+WEAK_LENSING_MODULES = ("domains/weak_lensing/", "simulators/convergence_maps/")
 
 
 def _generic_modules() -> list[Path]:
     return [p for p in sorted(PACKAGE.rglob("*.py"))
-            if not p.relative_to(PACKAGE).as_posix().startswith(CALORIMETER_MODULES + LENSING_MODULES)]
+            if not p.relative_to(PACKAGE).as_posix().startswith(CALORIMETER_MODULES + LENSING_MODULES
+                                                                + WEAK_LENSING_MODULES)]
 
 
-@pytest.mark.parametrize(("domain", "words"), [("calorimeter", CALORIMETER_WORDS), ("lensing", LENSING_WORDS)])
+@pytest.mark.parametrize(("domain", "words"), [("calorimeter", CALORIMETER_WORDS), ("lensing", LENSING_WORDS),
+                                               ("weak lensing", WEAK_LENSING_WORDS)])
 def test_generic_code_names_no_domain_words(domain: str, words: re.Pattern[str]) -> None:
     hits = [f"{path.relative_to(PACKAGE)}:{n}: {line.strip()}"
             for path in _generic_modules()
@@ -46,7 +52,8 @@ def test_generic_code_names_no_domain_words(domain: str, words: re.Pattern[str])
 def test_the_grep_sees_the_domains() -> None:
     """The word lists are not vacuous: they find each domain's words in its own modules."""
     generic = set(_generic_modules())
-    for words, prefixes in ((CALORIMETER_WORDS, CALORIMETER_MODULES), (LENSING_WORDS, LENSING_MODULES)):
+    for words, prefixes in ((CALORIMETER_WORDS, CALORIMETER_MODULES), (LENSING_WORDS, LENSING_MODULES),
+                            (WEAK_LENSING_WORDS, WEAK_LENSING_MODULES)):
         own = [p for p in sorted(PACKAGE.rglob("*.py")) if p.relative_to(PACKAGE).as_posix().startswith(prefixes)]
         assert len(own) >= 4
         hits = sum(len(words.findall(p.read_text())) for p in own)

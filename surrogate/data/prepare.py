@@ -14,14 +14,18 @@ Outputs in ``out_dir`` (the contract read by ``train``, ``generate`` and ``valid
 - ``transform.json``: the fitted transform.
 - ``reference_val.h5``, ``reference_test.h5``: the val and test events in the domain's native layout and
   physical units, bit-identical to the input values.
+- ``reference_heldout.h5``, only where the domain holds events out (``Domain.heldout_mask``, e.g. maps at
+  conditions kept out of training to test interpolation): those events, in the same layout. They are in
+  no split of the store and the transform is fitted without them: nothing of them reaches training.
 
-All four appear together or not at all: they are written in a staging folder inside ``out_dir`` and
-moved into place at the end.
+All appear together or not at all: they are written in a staging folder inside ``out_dir`` and moved
+into place at the end.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -47,7 +51,9 @@ STORE = "store.h5"
 TRANSFORM = "transform.json"
 REFERENCE = {"val": "reference_val.h5", "test": "reference_test.h5"}
 SPLITS = ("train", "val", "test")  # label i of split_labels is SPLITS[i]
-OUTPUTS = (STORE, TRANSFORM, *REFERENCE.values())
+HELDOUT = "heldout"  # label len(SPLITS): events the domain holds out of training, in no split of the store
+HELDOUT_FILE = "reference_heldout.h5"
+OUTPUTS = (STORE, TRANSFORM, *REFERENCE.values())  # always written (HELDOUT_FILE where events are held out)
 
 
 @contextlib.contextmanager
@@ -97,15 +103,21 @@ def _quiet_distributed() -> Iterator[None]:
             lg.setLevel(level)
 
 
-def split_labels(n_events: int, cfg: PrepareConfig) -> np.ndarray:
-    """Split label per event (0 train, 1 val, 2 test): (n_events,) int8, a permutation seeded by cfg.seed.
+def split_labels(n_events: int, cfg: PrepareConfig, heldout: np.ndarray | None = None) -> np.ndarray:
+    """Split label per event (0 train, 1 val, 2 test, 3 held out): (n_events,) int8, seeded by cfg.seed.
 
-    Split sizes are round(n * fraction) for val and test, the rest train; they do not depend on chunking.
+    ``heldout``: (n_events,) bool of events the domain holds out (label 3), or None. The others are split:
+    round(n * fraction) for val and test, the rest train, as a seeded permutation; sizes do not depend on
+    chunking, and without held-out events the labels are those of a plain split of n_events.
     """
-    n_val = round(n_events * cfg.val_fraction)
-    n_test = round(n_events * cfg.test_fraction)
-    labels = np.repeat(np.arange(3, dtype=np.int8), [n_events - n_val - n_test, n_val, n_test])
-    return np.random.default_rng(cfg.seed).permutation(labels)
+    keep = np.ones(n_events, dtype=bool) if heldout is None else ~np.asarray(heldout, dtype=bool)
+    n = int(keep.sum())
+    n_val = round(n * cfg.val_fraction)
+    n_test = round(n * cfg.test_fraction)
+    labels = np.full(n_events, len(SPLITS), dtype=np.int8)
+    labels[keep] = np.random.default_rng(cfg.seed).permutation(
+        np.repeat(np.arange(3, dtype=np.int8), [n - n_val - n_test, n_val, n_test]))
+    return labels
 
 
 def prepare_store(domain: Domain, cfg: PrepareConfig, inputs: tuple[str, ...], out_dir: Path, *,
@@ -125,8 +137,9 @@ def prepare_store(domain: Domain, cfg: PrepareConfig, inputs: tuple[str, ...], o
             raise OutputExistsError(out_dir / name)
     events = domain.open_lazy(tuple(inputs), cfg.chunk_events)
     n_events = int(events.data.shape[0])
-    labels = split_labels(n_events, cfg)
-    counts = np.bincount(labels, minlength=3)
+    heldout = domain.heldout_mask(events)
+    labels = split_labels(n_events, cfg, heldout)
+    counts = np.bincount(labels, minlength=len(SPLITS) + 1)
     if counts[0] == 0 or counts[2] == 0:
         raise InputError(", ".join(events.sources), None,
                          f"{n_events} events are too few to split with val_fraction={cfg.val_fraction} "
@@ -140,7 +153,8 @@ def prepare_store(domain: Domain, cfg: PrepareConfig, inputs: tuple[str, ...], o
     done = False
     try:
         batch = 2 * _parallelism()
-        transform = _fit_and_check(domain, events, batch, progress, accept_implausible=cfg.accept_implausible)
+        transform = _fit_and_check(domain, events, batch, progress, accept_implausible=cfg.accept_implausible,
+                                   keep=None if heldout is None else labels < len(SPLITS))
         sources = json.dumps([str(Path(p).resolve()) for p in events.sources])
         provenance = {"seed": cfg.seed, "sources": sources}
         attrs = {"domain": domain.name, "transform": transform.name, "n_features": domain.n_features,
@@ -149,7 +163,8 @@ def prepare_store(domain: Domain, cfg: PrepareConfig, inputs: tuple[str, ...], o
                                  provenance, batch, progress)
         save_transform(transform, staging / TRANSFORM)
         # The store goes last: its presence marks a complete preparation.
-        for name in (*REFERENCE.values(), TRANSFORM, STORE):
+        extra = (HELDOUT_FILE,) if counts[len(SPLITS)] else ()
+        for name in (*REFERENCE.values(), *extra, TRANSFORM, STORE):
             if (out_dir / name).exists():
                 raise OutputExistsError(out_dir / name)
             (staging / name).rename(out_dir / name)
@@ -167,7 +182,7 @@ def prepare_store(domain: Domain, cfg: PrepareConfig, inputs: tuple[str, ...], o
     seconds = time.perf_counter() - start_time
     input_mb = (events.data.nbytes + events.cond.nbytes) / 1e6
     return {"n_events": n_events, "n_train": int(counts[0]), "n_val": int(counts[1]),
-            "n_test": int(counts[2]), "seconds": seconds, "input_mb": input_mb,
+            "n_test": int(counts[2]), "n_heldout": int(counts[3]), "seconds": seconds, "input_mb": input_mb,
             "read_mb_per_s": 2 * input_mb / seconds, "e_min_mev": e_range[0], "e_max_mev": e_range[1]}
 
 
@@ -212,14 +227,32 @@ def _bar(progress: bool, total: int, desc: str) -> Any:
     return tqdm(total=total, desc=desc, unit="block", file=sys.stderr, disable=not progress)
 
 
+def _only(events: LazyEvents, keep: np.ndarray) -> LazyEvents:
+    """The events at ``keep`` (bool (N,)), block for block: the same number of blocks (some maybe empty), so
+    the fit's block i is read with the check's block i."""
+    import dask.array as da
+
+    offsets = np.cumsum((0,) + events.data.chunks[0])
+    sizes = tuple(int(keep[a:b].sum()) for a, b in itertools.pairwise(offsets))
+    mask = da.from_array(keep[:, None], chunks=(events.data.chunks[0], (1,)))
+
+    def select(block: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        return block[rows[:, 0]]
+
+    data, cond = (da.map_blocks(select, x, mask, chunks=(sizes, x.chunks[1]), dtype=x.dtype,
+                                meta=np.empty((0, 0), dtype=x.dtype)) for x in (events.data, events.cond))
+    return LazyEvents(data=data, cond=cond, sources=events.sources)
+
+
 def _fit_and_check(domain: Domain, events: LazyEvents, batch: int, progress: bool, *,
-                   accept_implausible: bool) -> Transform:
+                   accept_implausible: bool, keep: np.ndarray | None = None) -> Transform:
     """Pass 1: the transform's statistics and the value check from the same reads, batch by batch.
 
     Bad values fail on the first bad batch; the plausibility rules, some of which count over the whole
-    input, are applied once all of it has been read (unless ``accept_implausible``).
+    input, are applied once all of it has been read (unless ``accept_implausible``). ``keep``: bool (N,)
+    of the events the transform is fitted on (None: all); every event is checked.
     """
-    fit = domain.fit_transform_lazy(events)
+    fit = domain.fit_transform_lazy(events if keep is None else _only(events, keep))
     check = domain.check_values(events)
     rows = []
     with _bar(progress, fit.n_blocks, "prepare: check + fit") as bar:
@@ -240,16 +273,18 @@ def _split_block(data: np.ndarray, cond: np.ndarray, labels: np.ndarray,
     """One block, transformed and split: per split (x, c, cond_raw, data_raw); runs on a dask worker.
 
     Rows are grouped by split with a stable sort, so events keep their input order and each split's x is
-    a view. data_raw (val and test only) is copied out so the sorted block can be freed at once.
+    a view. data_raw (val, test and held out only) is copied out so the sorted block can be freed at once;
+    held-out rows (label 3) are not transformed: they never reach the store.
     """
     order = np.argsort(labels, kind="stable")
     data = data[order]
     cond = np.asarray(cond[order], dtype=np.float32)
-    x, c = transform.forward(data, cond)
-    ends = np.cumsum(np.bincount(labels, minlength=3))
+    ends = np.cumsum(np.bincount(labels, minlength=len(SPLITS) + 1))
+    x, c = transform.forward(data[:ends[len(SPLITS) - 1]], cond[:ends[len(SPLITS) - 1]])  # held-out rows: raw only
     out: list[tuple[np.ndarray, ...]] = []
     for i, (a, b) in enumerate(zip((0, *ends[:-1]), ends, strict=True)):
-        out.append((x[a:b], c[a:b], cond[a:b], data[a:b].copy() if SPLITS[i] in REFERENCE else data[:0]))
+        raw = data[a:b].copy() if i == len(SPLITS) or SPLITS[i] in REFERENCE else data[:0]
+        out.append((x[a:b], c[a:b], cond[a:b], raw))
     return out
 
 
@@ -264,11 +299,13 @@ def _write_outputs(domain: Domain, events: LazyEvents, labels: np.ndarray, trans
     data_blocks = events.data.to_delayed().ravel()
     cond_blocks = events.cond.to_delayed().ravel()
     shared = dask.delayed(transform)
-    counts = np.bincount(labels, minlength=3)
+    counts = np.bincount(labels, minlength=len(SPLITS) + 1)
     lo, hi = np.inf, -np.inf
-    sinks = {split: _StreamSink(_reference_writer(domain, folder / name, int(counts[SPLITS.index(split)]),
+    files = {**REFERENCE, **({HELDOUT: HELDOUT_FILE} if counts[len(SPLITS)] else {})}
+    labelled = (*SPLITS, HELDOUT)
+    sinks = {split: _StreamSink(_reference_writer(domain, folder / name, int(counts[labelled.index(split)]),
                                                   {**provenance, "split": split}))
-             for split, name in REFERENCE.items()}
+             for split, name in files.items()}
     try:
         with atomic_h5(folder / STORE, **attrs) as f, \
                 _bar(progress, len(data_blocks), "prepare: write") as bar:
@@ -279,11 +316,12 @@ def _write_outputs(domain: Domain, events: LazyEvents, labels: np.ndarray, trans
                                                     labels[offsets[i]:offsets[i + 1]], shared)
                          for i in range(start, stop)]
                 for parts in _compute(events, *tasks):
-                    for split, writer, (x, c, cond_raw, data_raw) in zip(SPLITS, writers, parts, strict=True):
-                        writer.append(x, c, cond_raw)
+                    for split, (x, c, cond_raw, data_raw) in zip(labelled, parts, strict=True):
+                        if split != HELDOUT:
+                            writers[SPLITS.index(split)].append(x, c, cond_raw)
                         if split in sinks:
                             sinks[split].put((data_raw, cond_raw))
-                        if len(cond_raw):
+                        if len(cond_raw) and split != HELDOUT:
                             lo = min(lo, float(cond_raw[:, 0].min()))
                             hi = max(hi, float(cond_raw[:, 0].max()))
                     bar.update(1)

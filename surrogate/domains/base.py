@@ -121,6 +121,11 @@ class Domain(Protocol):
     def check_conditions(self, cond: np.ndarray, where: str | Path) -> None:
         """Raise an InputError naming ``where`` if a condition row (N, n_cond) is not physical."""
 
+    def heldout_mask(self, events: LazyEvents) -> np.ndarray | None:
+        """(N,) bool of events that must never reach training (e.g. conditions held out to test
+        interpolation), or None when the domain holds nothing out. ``prepare`` writes them to their own
+        reference file, fits nothing on them, and ``validate`` scores the surrogate on them apart."""
+
     def open_lazy(self, paths: tuple[str, ...], chunk_events: int) -> LazyEvents:
         """Schema-checked lazy view of files in the domain's layout (values are checked by check_values)."""
 

@@ -258,8 +258,10 @@ def quick_metrics(domain: Domain, ref_data: np.ndarray, ref_cond: np.ndarray, ge
     ``kpd_x1e3_err``, ``precision``, ``recall``, ``density`` and ``coverage``: the domain's metrics marked
     ``in_training`` (for the standard registry, everything but the classifiers).
     """
-    ref = Prepared.of(domain, ref_data, ref_cond, low_level=False)
-    gen = Prepared.of(domain, gen_data, gen_cond, low_level=False)
+    # with the low-level inputs: in-training metrics may read the events themselves (e.g. per-condition
+    # statistics of images); those inputs are the events after the readout, as cheap as the features
+    ref = Prepared.of(domain, ref_data, ref_cond, low_level=True)
+    gen = Prepared.of(domain, gen_data, gen_cond, low_level=True)
     specs = histogram_specs(domain, ref, ref_cond)
     metrics, _ = compare(specs, ref, gen, cfg, domain.metrics, in_training_only=True)
     return headline_separations(metrics)

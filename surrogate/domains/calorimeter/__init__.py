@@ -120,6 +120,10 @@ class Calorimeter:
             raise InputError(where, schema.INCIDENT, f"{float(np.ravel(cond)[first])} MeV at event {first}; "
                              "expected finite incident energies > 0 MeV")
 
+    def heldout_mask(self, events: LazyEvents) -> None:
+        """Nothing is held out of training here: every event may be split into train/val/test."""
+        return None
+
     def open_lazy(self, paths: tuple[str, ...], chunk_events: int) -> LazyEvents:
         import dask.array as da
 

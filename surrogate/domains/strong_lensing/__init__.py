@@ -149,6 +149,10 @@ class StrongLensing:
             raise InputError(where, f"{schema.CONDITIONS}[:, {column}]",
                              f"{float(cond[row, column])} at event {row}: {what}")
 
+    def heldout_mask(self, events: LazyEvents) -> None:
+        """Nothing is held out of training here: every event may be split into train/val/test."""
+        return None
+
     def open_lazy(self, paths: tuple[str, ...], chunk_events: int) -> LazyEvents:
         """Images flattened to (N, H*W) float32 e-/s and conditions (N, K) float32, chunked alike along events."""
         import dask.array as da
