@@ -248,10 +248,13 @@ def _print_validation(cfg: Config, metrics: dict[str, float]) -> None:
     baselines = sorted(k.removesuffix("_fpd_x1e3") for k in metrics
                        if k.endswith("_fpd_x1e3") and k != "floor_fpd_x1e3")
     columns = [("floor", "floor_"), ("surrogate", ""), *((name, f"{name}_") for name in baselines)]
-    print(f"{'validation':<22}" + "".join(f"{name:>12}" for name, _ in columns))
+    first = max([22, *(len(k) + 1 for k in keys if k in metrics)])
+    width = max([12, *(len(name) + 2 for name, _ in columns)])
+    print(f"{'validation':<{first}}" + "".join(f"{name:>{width}}" for name, _ in columns))
     for key in keys:
         if key in metrics:
-            print(f"{key:<22}" + "".join(f"{metrics.get(prefix + key, float('nan')):>12.4g}" for _, prefix in columns))
+            print(f"{key:<{first}}"
+                  + "".join(f"{metrics.get(prefix + key, float('nan')):>{width}.4g}" for _, prefix in columns))
 
 
 def _cleanup(run_dir: Path | None, created: bool) -> None:

@@ -35,9 +35,10 @@ def test_help_lists_every_stage_with_examples(capsys: pytest.CaptureFixture[str]
         assert stage in out
     assert "surrogate run configs/<domain>/quickstart.yaml" in out
     # the domains are listed from the package, and each has the config folder the examples point to
-    assert "<domain> is one of: calorimeter, strong_lensing;" in out
+    assert "<domain> is one of: calorimeter, strong_lensing, weak_lensing;" in out
     root = Path(__file__).parents[1]
-    assert all((root / "configs" / d / "quickstart.yaml").is_file() for d in ("calorimeter", "strong_lensing"))
+    assert all((root / "configs" / d / "quickstart.yaml").is_file()
+               for d in ("calorimeter", "strong_lensing", "weak_lensing"))
 
 
 def test_dry_run_prints_resolved_config_and_creates_nothing(tmp_path: Path,
