@@ -18,6 +18,12 @@ Without a run or checkpoint that part is skipped (said so in the output) and no 
 
 Ratio = simulator ms per map (one core) / surrogate wall ms per map, per tier and batch. Timings on a shared
 machine are inflated by other load: compare ratios from one run, and the CPU columns.
+
+Fidelity (issue 7 item 5): with ``--run``, the run's validation reports (validate/metrics.json and
+validate/heldout/metrics.json) per cosmology: the largest power-spectrum deviation from reference A over
+the bands (bar 5% at training cosmologies, 7% at held-out ones), the fractions of peak-count and
+Minkowski bins off by more than one map's standard deviation (bar 0.1), and the recovered cosmology's
+|bias| / scatter (bar 1), each beside the floor (reference B against A at the same sample size).
 """
 
 from __future__ import annotations
@@ -102,8 +108,43 @@ def main(argv: list[str] | None = None) -> None:
     else:
         print("\nsurrogate: no --run or --checkpoint given (a run folder trained on the weak-lensing domain); "
               "surrogate timing and ratios skipped")
-    _common.print_summary("weak_lensing", args, {"simulator": sim_rows, "surrogate": sur_rows, "ratios": ratios},
-                          surrogate_model=label)
+    fidelity = _fidelity(Path(args.run)) if args.run else []
+    if fidelity:
+        _common.print_table(f"fidelity per cosmology, {args.run}: surrogate (floor) against reference A; bars: power "
+                            "5% training / 7% held out, peaks and Minkowski fractions 0.1, recovery |bias|/scatter 1",
+                            fidelity, list(fidelity[0]))
+    _common.print_summary("weak_lensing", args, {"simulator": sim_rows, "surrogate": sur_rows, "ratios": ratios,
+                                                 "fidelity": fidelity}, surrogate_model=label)
+
+
+FIDELITY = (("power_max_dev_pct", "power_dev_%"), ("peaks_frac_outside_1sigma", "peaks_off"),
+            ("mf_frac_outside_1sigma", "mf_off"))
+
+
+def _fidelity(run: Path) -> list[dict[str, Any]]:
+    """Rows per cosmology (and the report's worst case) from a run's validation reports; [] without them."""
+    import json
+
+    rows: list[dict[str, Any]] = []
+    for kind, path in (("training", run / "validate" / "metrics.json"),
+                       ("held out", run / "validate" / "heldout" / "metrics.json")):
+        if not path.is_file():
+            continue
+        report = json.loads(path.read_text())
+        surrogate, floor = report["metrics"], report["floor"]
+        labels = sorted(k.removeprefix("power_max_dev_pct_") for k in surrogate if k.startswith("power_max_dev_pct_"))
+        for label in [*labels, ""]:
+            suffix = f"_{label}" if label else ""
+            row: dict[str, Any] = {"cosmologies": kind, "cosmology": label or "worst"}
+            for key, column in FIDELITY:
+                row[column] = f"{_common.fmt(surrogate.get(key + suffix))} ({_common.fmt(floor.get(key + suffix))})"
+            for parameter in ("Omega_m", "sigma_8"):
+                key = f"{parameter}_bias_over_scatter"
+                row[f"{parameter}_bias/scatter"] = (f"{_common.fmt(surrogate.get(key))} ({_common.fmt(floor.get(key))})"
+                                                   if not label else "")
+            row["verdict"] = ("PASS" if report["passed"] else "FAIL") if not label else ""
+            rows.append(row)
+    return rows
 
 
 def _settings(args: argparse.Namespace) -> Any:

@@ -507,12 +507,15 @@ def config_from_dict(tree: dict[str, Any], get_domain: Any = None) -> Config:
                     raise ConfigError(f"validate.{name}: expected a mapping, got {limits[name]!r}")
         tree["validate"] = validate
     cfg = _build(Config, tree, "")
+    thresholds = _build(domain.Thresholds, limits["thresholds"], "validate.thresholds")
+    try:
+        heldout = _build(domain.Thresholds, {**limits["thresholds"], **limits["heldout_thresholds"]},
+                         "validate.heldout_thresholds")
+    except ConfigError as exc:  # a Thresholds dataclass names its section validate.thresholds
+        raise ConfigError(str(exc).replace("validate.thresholds.", "validate.heldout_thresholds.")) from None
     return dataclasses.replace(
         cfg, simulate=_build(domain.SimulateConfig, simulate, "simulate"),
-        validate=dataclasses.replace(
-            cfg.validate, thresholds=_build(domain.Thresholds, limits["thresholds"], "validate.thresholds"),
-            heldout_thresholds=_build(domain.Thresholds, {**limits["thresholds"], **limits["heldout_thresholds"]},
-                                      "validate.heldout_thresholds")))
+        validate=dataclasses.replace(cfg.validate, thresholds=thresholds, heldout_thresholds=heldout))
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:

@@ -73,7 +73,7 @@ def test_reports_score_training_and_heldout_cosmologies_apart(finished_run: tupl
     # with at least 2 maps each; the held-out report covers both held-out points
     assert main_report["floor"]["n_cosmologies"] >= 5 and main_report["metrics"]["n_cosmologies"] >= 5
     assert held["metrics"]["n_cosmologies"] == 2 == held["floor"]["n_cosmologies"]
-    assert "power_max_dev_pct_Om0.250_s80.700" in held["metrics"]
+    assert "power_max_dev_pct_Om_0.250_s8_0.700" in held["metrics"]
     bars = {c["metric"]: c["bound"] for c in main_report["verdict"]}
     assert bars["power_max_dev_pct"] == 5.0
     assert {c["metric"]: c["bound"] for c in held["verdict"]}["power_max_dev_pct"] == 7.0

@@ -190,3 +190,16 @@ def test_prepare_keeps_the_heldout_cosmologies_out_of_training(tmp_path: Path) -
     assert saved == alone.to_dict()
     with h5py.File(tmp_path / "prep" / HELDOUT_FILE) as f:  # the points travel with the derived file
         np.testing.assert_array_equal(f.attrs["heldout"], heldout)
+
+
+def test_heldout_thresholds_default_to_the_training_ones_and_override_by_name() -> None:
+    from surrogate.config import load_config
+
+    root = Path(__file__).parents[2] / "configs" / "weak_lensing"
+    cfg = load_config(root / "quickstart.yaml", ["validate.thresholds.peaks_frac_outside_1sigma=0.2"])
+    assert cfg.validate.thresholds.power_max_dev_pct.value == 5.0
+    assert cfg.validate.heldout_thresholds.power_max_dev_pct.value == 7.0  # the bar at held-out points
+    assert cfg.validate.heldout_thresholds.peaks_frac_outside_1sigma.value == 0.2  # inherited
+    assert load_config(root / "simulate.yaml").simulate.n_events == 11 * 1000
+    with pytest.raises(ConfigError, match="heldout_thresholds.power_max_dev_pct"):
+        load_config(root / "quickstart.yaml", ["validate.heldout_thresholds.power_max_dev_pct=-1"])

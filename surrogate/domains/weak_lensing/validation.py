@@ -131,7 +131,7 @@ def cosmologies(cond: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def cosmology_label(point: np.ndarray) -> str:
-    return f"Om{point[0]:.3f}_s8{point[1]:.3f}"
+    return f"Om_{point[0]:.3f}_s8_{point[1]:.3f}"
 
 
 @dataclass(frozen=True)
