@@ -340,24 +340,27 @@ def extra_plots(reference: tuple[np.ndarray, np.ndarray], columns: Mapping[str, 
         fig = Figure(figsize=(3.0 * n, 9.0), dpi=72)
         fig.subplots_adjust(left=0.06, right=0.99, bottom=0.04, top=0.96, wspace=0.35, hspace=0.3)
         axes = fig.subplots(5, n, squeeze=False, gridspec_kw={"height_ratios": [2, 1, 1.5, 1.5, 1.5]})
+        nu_mid = (NU_EDGES[:-1] + NU_EDGES[1:]) / 2
         for j, label in enumerate(labels):
+            drawn = False  # reference A, once per cosmology, from the first column that has it
             for name, ss in stats.items():
                 s = next((x for x in ss if cosmology_label(x.point) == label), None)
                 if s is None:
                     continue
                 colour = colours.get(name, "tab:green")
-                if name == next(iter(stats)):
+                if not drawn:
+                    drawn = True
                     axes[0, j].errorbar(s.ell, s.ell * (s.ell + 1) * s.power_ref / (2 * math.pi),
                                         s.ell * (s.ell + 1) * s.power_ref_sem / (2 * math.pi), color="tab:blue",
                                         label="reference A")
                     axes[1, j].axhspan(0.95, 1.05, color="tab:blue", alpha=0.15)
                     axes[2, j].plot(s.pdf_edges[:-1], s.pdf_ref, color="tab:blue", drawstyle="steps-post")
-                    axes[3, j].errorbar(np.arange(len(s.peaks_ref)), s.peaks_ref, s.peaks_ref_std, color="tab:blue")
+                    axes[3, j].errorbar(nu_mid, s.peaks_ref, s.peaks_ref_std, color="tab:blue")
                     axes[4, j].errorbar(NU_THRESHOLDS, s.mf_ref[2], s.mf_ref_std[2], color="tab:blue")
                 axes[0, j].plot(s.ell, s.ell * (s.ell + 1) * s.power_other / (2 * math.pi), color=colour, label=name)
                 axes[1, j].plot(s.ell, s.power_other / s.power_ref, color=colour)
                 axes[2, j].plot(s.pdf_edges[:-1], s.pdf_other, color=colour, drawstyle="steps-post")
-                axes[3, j].plot(np.arange(len(s.peaks_other)), s.peaks_other, "o", color=colour, markersize=3)
+                axes[3, j].plot(nu_mid, s.peaks_other, "o", color=colour, markersize=3)
                 axes[4, j].plot(NU_THRESHOLDS, s.mf_other[2], "o", color=colour, markersize=3)
             axes[0, j].set_title(label.replace("_", " "), fontsize=8)
             axes[0, j].set_xscale("log")
@@ -367,7 +370,7 @@ def extra_plots(reference: tuple[np.ndarray, np.ndarray], columns: Mapping[str, 
         axes[0, 0].legend(fontsize=6)
         axes[1, 0].set_ylabel("ratio to ref A")
         axes[2, 0].set_ylabel("pixel PDF")
-        axes[3, 0].set_ylabel("peaks per map (bin)")
+        axes[3, 0].set_ylabel("peaks per map vs nu/sigma_A")
         axes[4, 0].set_ylabel("V2 vs nu/sigma_A")
         for ax in axes[2]:
             ax.set_yscale("log")
@@ -378,15 +381,17 @@ def extra_plots(reference: tuple[np.ndarray, np.ndarray], columns: Mapping[str, 
         fig.subplots_adjust(left=0.06, right=0.99, bottom=0.05, top=0.94, wspace=0.35, hspace=0.25)
         axes = fig.subplots(3, n, squeeze=False)
         for j, label in enumerate(labels):
+            drawn = False
             for name, ss in stats.items():
                 s = next((x for x in ss if cosmology_label(x.point) == label), None)
                 if s is None:
                     continue
                 for i in range(3):
-                    if name == next(iter(stats)):
+                    if not drawn:
                         axes[i, j].errorbar(NU_THRESHOLDS, s.mf_ref[i], s.mf_ref_std[i], color="tab:blue")
                     axes[i, j].plot(NU_THRESHOLDS, s.mf_other[i], "o", color=colours.get(name, "tab:green"),
                                     markersize=3)
+                drawn = True
             axes[0, j].set_title(label.replace("_", " "), fontsize=8)
         for i in range(3):
             axes[i, 0].set_ylabel(f"V{i} (ref A mean +- 1 sigma)")
