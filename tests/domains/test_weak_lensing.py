@@ -201,5 +201,5 @@ def test_heldout_thresholds_default_to_the_training_ones_and_override_by_name() 
     assert cfg.validate.heldout_thresholds.power_max_dev_pct.value == 7.0  # the bar at held-out points
     assert cfg.validate.heldout_thresholds.peaks_frac_outside_1sigma.value == 0.2  # inherited
     assert load_config(root / "simulate.yaml").simulate.n_events == 11 * 1000
-    with pytest.raises(ConfigError, match="heldout_thresholds.power_max_dev_pct"):
+    with pytest.raises(ConfigError, match=r"heldout_thresholds\.power_max_dev_pct"):
         load_config(root / "quickstart.yaml", ["validate.heldout_thresholds.power_max_dev_pct=-1"])
