@@ -19,9 +19,7 @@ function it is given.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields
@@ -34,7 +32,7 @@ from surrogate.errors import OutputExistsError, SurrogateError
 from surrogate.simulators.convergence_maps import physics
 from surrogate.simulators.convergence_maps.physics import BASE_COLUMNS
 from surrogate.simulators.convergence_maps.settings import Settings
-from surrogate.simulators.shards import ShardStore, local_client, settings_key
+from surrogate.simulators.shards import run_shards
 
 __all__ = ["BASE_COLUMNS", "BlockResult", "ConvergenceMaps", "Settings", "attrs", "cosmologies", "heldout_mask",
            "n_events", "run_block", "simulate"]
@@ -169,20 +167,9 @@ def simulate(settings: Settings, out_path: Path, write: Writer, *, progress: boo
     out_path = Path(out_path)
     if out_path.exists():  # refuse before spending CPU hours, not only at the final rename
         raise OutputExistsError(out_path)
-    n, step = n_events(settings), settings.shard_events
-    shards = [(lo, min(lo + step, n)) for lo in range(0, n, step)]
-    # What a kept shard depends on: every setting but how the work is spread (workers, scheduler).
-    store = ShardStore(out_path.with_name(f".{out_path.name}.shards"),
-                       settings_key(settings, exclude=("n_workers", "scheduler")), digits=9)
-    todo = [s for s in shards if not store.has(s[0])]
-    kept = n - sum(hi - lo for lo, hi in todo)
-    try:
-        with _Pool(settings) as pool:
-            for result in pool.map_ordered(todo, progress=progress, done=kept):
-                store.save(result.start, _shard_arrays(result))
-    except BaseException:
-        store.remove_if_empty()  # finished shards stay for the next call; an empty folder does not
-        raise
+    n = n_events(settings)
+    shards, store, kept = run_shards(settings, out_path, n, run_block, _shard_arrays, what="convergence maps",
+                                     unit="map", progress=progress)
     totals = {"map": 0.0, "setup": 0.0, "halos": 0.0}
 
     def blocks() -> Blocks:
@@ -236,59 +223,3 @@ class ConvergenceMaps:
 # Workers
 
 
-class _Pool:
-    """Shards on a dask.distributed LocalCluster: ``threads`` = one in-process worker with n_workers threads
-    (numpy's FFTs and array work release the GIL in part), ``distributed`` = n_workers processes.
-
-    Futures are collected in shard order while later shards run (at most two per worker in flight), so
-    shards stream to disk with bounded memory, whatever order they finish in.
-    """
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self._stack = contextlib.ExitStack()
-        self.client: Any = None
-
-    def __enter__(self) -> _Pool:
-        s = self.settings
-        processes = s.scheduler == "distributed"
-        try:
-            self.client = local_client(self._stack, n_workers=s.n_workers if processes else 1,
-                                       threads_per_worker=1 if processes else s.n_workers, processes=processes)
-        except BaseException:
-            self._stack.close()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stack.close()
-
-    def map_ordered(self, shards: list[tuple[int, int]], *, progress: bool, done: int = 0) -> Iterator[BlockResult]:
-        from tqdm import tqdm
-
-        client = self.client
-        window = 2 * self.settings.n_workers
-        pending: dict[int, Any] = {}
-        submitted = 0
-        total = done + sum(hi - lo for lo, hi in shards)
-        bar = tqdm(total=total, initial=done, unit="map", desc=f"convergence maps {self.settings.tier}",
-                   file=sys.stderr, disable=not progress, dynamic_ncols=True)
-        try:
-            for position, (lo, hi) in enumerate(shards):
-                while submitted < len(shards) and submitted < position + window:
-                    a, b = shards[submitted]
-                    pending[submitted] = client.submit(run_block, self.settings, a, b, pure=False)
-                    submitted += 1
-                future = pending.pop(position)
-                try:
-                    result = future.result()
-                except Exception as exc:
-                    raise SurrogateError(f"convergence maps failed on maps {lo}-{hi - 1} ({self.settings.tier} "
-                                         f"tier): {type(exc).__name__}: {exc}") from None
-                future.release()
-                bar.update(hi - lo)
-                yield result
-        finally:
-            bar.close()
-            for future in pending.values():
-                future.cancel()
