@@ -131,7 +131,7 @@ def run_shards(settings: Any, out_path: Path, n_events: int, run_block: Callable
 
 class ShardPool:
     """Shards on a dask.distributed LocalCluster: ``threads`` = one in-process worker with n_workers threads
-    (numpy, lenstronomy and pyccl release the GIL only in part), ``distributed`` = n_workers processes.
+    (the numerical libraries release the GIL only in part), ``distributed`` = n_workers processes.
 
     Futures are collected in shard order while later shards run (at most two per worker in flight), so
     shards stream to disk with bounded memory, whatever order they finish in.
