@@ -193,3 +193,39 @@ class Domain(Protocol):
 
         Histogrammed like the features: a HistogramSpec names a key of either dict.
         """
+
+
+def square_side(images: np.ndarray) -> int:
+    """The side of square images given as (n, H, W) or (n, H*W); ValueError for anything else."""
+    if images.ndim == 3 and images.shape[1] == images.shape[2]:
+        return int(images.shape[1])
+    side = round(float(np.sqrt(images.shape[1]))) if images.ndim == 2 else -1
+    if images.ndim != 2 or side * side != images.shape[1]:
+        raise ValueError(f"images of shape {images.shape}, expected (n, H, W) or (n, H*W) square")
+    return side
+
+
+def derived_from(attrs: Mapping[str, Any], check_file: Any) -> str | None:
+    """The sample a file was derived from (its ``conditions_from`` attribute, else the first of its JSON
+    ``sources``), if that is a file ``check_file`` accepts; None otherwise. Derived files (prepare's splits,
+    generated events) carry the instrument or survey attributes of that sample over from it."""
+    import json
+
+    from surrogate.errors import InputError
+
+    candidates = [attrs.get("conditions_from")]
+    sources = attrs.get("sources")
+    if isinstance(sources, str):
+        try:
+            listed = json.loads(sources)
+        except ValueError:
+            listed = []
+        candidates += listed[:1] if isinstance(listed, list) else []
+    for candidate in candidates:
+        if isinstance(candidate, str) and Path(candidate).is_file():
+            try:
+                check_file(candidate)
+            except InputError:
+                continue
+            return candidate
+    return None

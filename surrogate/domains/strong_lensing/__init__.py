@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from surrogate.config import NON_NEGATIVE, POSITIVE, SEED, ConfigError, Range, check_ranges
-from surrogate.domains.base import Condition, FeatureLayout, HistogramSpec, LazyEvents
+from surrogate.domains.base import Condition, FeatureLayout, HistogramSpec, LazyEvents, derived_from, square_side
 from surrogate.domains.strong_lensing import schema, validation
 from surrogate.domains.strong_lensing.transform import ArcsinhTransform, noise_model
 from surrogate.errors import InputError
@@ -221,7 +221,7 @@ class StrongLensing:
         """
         attrs = dict(attrs)
         cols: tuple[tuple[str, str], ...] = tuple(zip(self.condition_names, self.condition_units, strict=True))
-        origin = _origin(attrs)
+        origin = derived_from(attrs, schema.check_file)
         if origin is not None:
             cols, inherited = schema.description(origin)
             attrs = {**inherited, **attrs}
@@ -230,7 +230,7 @@ class StrongLensing:
         blocks = iter(chunks)
         first = next(blocks, None)
         if first is not None:  # the image size comes from the data (any square image)
-            side = _side(np.asarray(first[0]))
+            side = square_side(np.asarray(first[0]))
 
         def all_blocks() -> Iterable[tuple[np.ndarray, ...]]:
             if first is not None:
@@ -268,7 +268,7 @@ class StrongLensing:
 
     # ---- validation (validation.py) ---------------------------------------------------------------------
     def _images(self, data: np.ndarray) -> np.ndarray:
-        side = _side(np.asarray(data))
+        side = square_side(np.asarray(data))
         return np.asarray(data, dtype=np.float64).reshape(len(data), side, side)
 
     def features(self, data: np.ndarray, cond: np.ndarray) -> dict[str, np.ndarray]:
@@ -295,7 +295,7 @@ class StrongLensing:
 
     def extra_plots(self, reference: tuple[np.ndarray, np.ndarray],
                     columns: Mapping[str, tuple[np.ndarray, np.ndarray]], out_dir: Path) -> list[Path]:
-        return validation.extra_plots(reference, columns, out_dir, _side(np.asarray(reference[0])),
+        return validation.extra_plots(reference, columns, out_dir, square_side(np.asarray(reference[0])),
                                       self.pixel_scale)
 
 
@@ -309,37 +309,6 @@ def _noise_model(events: LazyEvents) -> tuple[float, float]:
             attrs.append(dict(f.attrs))
     return noise_model(attrs)
 
-
-def _side(images: np.ndarray) -> int:
-    """The side of square images given as (n, H, W) or (n, H*W)."""
-    if images.ndim == 3 and images.shape[1] == images.shape[2]:
-        return int(images.shape[1])
-    side = round(float(np.sqrt(images.shape[1]))) if images.ndim == 2 else -1
-    if images.ndim != 2 or side * side != images.shape[1]:
-        raise ValueError(f"write_events: images of shape {images.shape}, expected (n, H, W) or (n, H*W) square")
-    return side
-
-
-def _origin(attrs: Mapping[str, Any]) -> str | None:
-    """The sample a file is derived from, if it is a readable file in this layout (see write_events)."""
-    import json
-
-    candidates = [attrs.get("conditions_from")]
-    sources = attrs.get("sources")
-    if isinstance(sources, str):
-        try:
-            listed = json.loads(sources)
-        except ValueError:
-            listed = []
-        candidates += listed[:1] if isinstance(listed, list) else []
-    for candidate in candidates:
-        if isinstance(candidate, str) and Path(candidate).is_file():
-            try:
-                schema.check_file(candidate)
-            except InputError:
-                continue
-            return candidate
-    return None
 
 
 def _source_of(events: LazyEvents) -> str:

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from surrogate.config import NON_NEGATIVE, POSITIVE, SEED, ConfigError, Range, check_ranges
-from surrogate.domains.base import Condition, FeatureLayout, HistogramSpec, LazyEvents
+from surrogate.domains.base import Condition, FeatureLayout, HistogramSpec, LazyEvents, derived_from, square_side
 from surrogate.domains.weak_lensing import schema, validation
 from surrogate.domains.weak_lensing.transform import KappaTransform
 from surrogate.errors import InputError
@@ -222,14 +222,14 @@ class WeakLensing:
         not set; otherwise the configured settings give map_size_deg and z_source.
         """
         attrs = dict(attrs)
-        origin = _origin(attrs)
+        origin = derived_from(attrs, schema.check_file)
         if origin is not None:
             attrs = {**schema.inherited(origin), **attrs}
         attrs.setdefault("map_size_deg", self.defaults.map_size_deg)
         attrs.setdefault("z_source", self.defaults.z_source)
         blocks = iter(chunks)
         first = next(blocks, None)
-        side = self.defaults.num_pix if first is None else _side(np.asarray(first[0]))
+        side = self.defaults.num_pix if first is None else square_side(np.asarray(first[0]))
 
         def all_blocks() -> Iterable[tuple[np.ndarray, ...]]:
             if first is not None:
@@ -267,7 +267,7 @@ class WeakLensing:
 
     # ---- validation (validation.py) ---------------------------------------------------------------------
     def _maps(self, data: np.ndarray) -> np.ndarray:
-        side = _side(np.asarray(data))
+        side = square_side(np.asarray(data))
         return np.asarray(data, dtype=np.float64).reshape(len(data), side, side)
 
     def features(self, data: np.ndarray, cond: np.ndarray) -> dict[str, np.ndarray]:
@@ -294,37 +294,6 @@ class WeakLensing:
                     columns: Mapping[str, tuple[np.ndarray, np.ndarray]], out_dir: Path) -> list[Path]:
         return validation.extra_plots(reference, columns, out_dir, self.map_size_deg)
 
-
-def _side(maps: np.ndarray) -> int:
-    """The side of square maps given as (n, H, W) or (n, H*W)."""
-    if maps.ndim == 3 and maps.shape[1] == maps.shape[2]:
-        return int(maps.shape[1])
-    side = round(float(np.sqrt(maps.shape[1]))) if maps.ndim == 2 else -1
-    if maps.ndim != 2 or side * side != maps.shape[1]:
-        raise ValueError(f"maps of shape {maps.shape}, expected (n, H, W) or (n, H*W) square")
-    return side
-
-
-def _origin(attrs: Mapping[str, Any]) -> str | None:
-    """The sample a file is derived from, if it is a readable file in this layout (see write_events)."""
-    import json
-
-    candidates = [attrs.get("conditions_from")]
-    sources = attrs.get("sources")
-    if isinstance(sources, str):
-        try:
-            listed = json.loads(sources)
-        except ValueError:
-            listed = []
-        candidates += listed[:1] if isinstance(listed, list) else []
-    for candidate in candidates:
-        if isinstance(candidate, str) and Path(candidate).is_file():
-            try:
-                schema.check_file(candidate)
-            except InputError:
-                continue
-            return candidate
-    return None
 
 
 def _source_of(events: LazyEvents) -> str:
