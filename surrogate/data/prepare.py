@@ -11,12 +11,12 @@ Outputs in ``out_dir`` (the contract read by ``train``, ``generate`` and ``valid
   surrogate_schema_version; groups train/val/test with ``x`` (n, n_features), ``cond`` (n, n_cond)
   (model space) and ``cond_raw`` (n, n_cond) (physical units), float32, chunked (chunk_events, width)
   along events, uncompressed; group attr n_events. Events keep their input order within a split.
-- ``transform.json``: the fitted transform.
+- ``transform.json``: the transform, fitted on the training split (its condition range spans all splits).
 - ``reference_val.h5``, ``reference_test.h5``: the val and test events in the domain's native layout and
   physical units, bit-identical to the input values.
 - ``reference_heldout.h5``, only where the domain holds events out (``Domain.heldout_mask``, e.g. maps at
   conditions kept out of training to test interpolation): those events, in the same layout. They are in
-  no split of the store and the transform is fitted without them: nothing of them reaches training.
+  no split of the store and nothing of them reaches the transform or training.
 
 All appear together or not at all: they are written in a staging folder inside ``out_dir`` and moved
 into place at the end.
@@ -153,8 +153,13 @@ def prepare_store(domain: Domain, cfg: PrepareConfig, inputs: tuple[str, ...], o
     done = False
     try:
         batch = 2 * _parallelism()
+        # Fitted on the training split alone: nothing of the validation and test events reaches the model
+        # (a transform that carries a mean event would otherwise hand the test sample's mean to the
+        # generator). Its condition range spans every split's conditions (Transform.covering).
         transform = _fit_and_check(domain, events, batch, progress, accept_implausible=cfg.accept_implausible,
-                                   keep=None if heldout is None else labels < len(SPLITS))
+                                   keep=labels == 0)
+        in_splits = _compute(events, events.cond)[0][labels < len(SPLITS)].astype(np.float64)
+        transform = transform.covering(in_splits.min(axis=0), in_splits.max(axis=0))
         sources = json.dumps([str(Path(p).resolve()) for p in events.sources])
         provenance = {"seed": cfg.seed, "sources": sources}
         attrs = {"domain": domain.name, "transform": transform.name, "n_features": domain.n_features,

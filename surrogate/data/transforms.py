@@ -1,6 +1,6 @@
 """Fitted, invertible maps between physical events and what the GAN sees; saved as JSON beside the data.
 
-A transform is fitted once by ``prepare`` over the whole training input (out of core, with dask), saved
+A transform is fitted once by ``prepare`` over the training split (out of core, with dask), saved
 as ``transform.json`` (never pickle), and loaded by ``train`` / ``generate`` so that generated events are
 written in physical units. Each domain defines its transforms in its own package and lists them in a
 module-level ``TRANSFORMS`` mapping (name -> ``from_dict``); ``transform_from_dict`` looks a saved
@@ -48,6 +48,42 @@ class Transform(Protocol):
     def condition_range(self) -> tuple[np.ndarray, np.ndarray]:
         """(lowest, highest) physical condition per column, (n_cond,) each: the range the fit saw."""
         ...
+
+    def covering(self, lo: np.ndarray, hi: np.ndarray) -> Transform:
+        """A copy whose condition range also spans [lo, hi] per column ((n_cond,) each), all else equal.
+
+        ``prepare`` fits on the training split alone, then widens the range to every split's conditions:
+        the conditions of a test event are known before it is simulated (they are the simulator's input),
+        so this leaks nothing of the test events into the fit, and ``generate`` can be asked for them.
+        """
+        ...
+
+
+class BoxConditions:
+    """Conditions mapped linearly onto [-1, 1] per column over a fitted box ``cond_lo`` .. ``cond_hi``.
+
+    A mixin for transforms that keep the box as those two (n_cond,) float64 attributes and round-trip
+    them through ``to_dict`` / ``from_dict`` under the same names.
+    """
+
+    cond_lo: np.ndarray
+    cond_hi: np.ndarray
+
+    def condition_range(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.cond_lo.copy(), self.cond_hi.copy()
+
+    def forward_cond(self, cond: np.ndarray) -> np.ndarray:
+        """(N, K) physical conditions -> (N, K) float32, [-1, 1] over the box (a constant column: -1)."""
+        c = np.asarray(cond, dtype=np.float64).reshape(-1, len(self.cond_lo))
+        span = self.cond_hi - self.cond_lo
+        span = np.where(span > 0, span, 1.0)
+        return (2.0 * (c - self.cond_lo) / span - 1.0).astype(np.float32)
+
+    def covering(self, lo: np.ndarray, hi: np.ndarray) -> Any:
+        d = self.to_dict()  # type: ignore[attr-defined]
+        d["cond_lo"] = [float(v) for v in np.minimum(self.cond_lo, np.asarray(lo, dtype=np.float64).reshape(-1))]
+        d["cond_hi"] = [float(v) for v in np.maximum(self.cond_hi, np.asarray(hi, dtype=np.float64).reshape(-1))]
+        return type(self).from_dict(d)  # type: ignore[attr-defined]
 
 
 class LazyFit(Protocol):

@@ -18,6 +18,7 @@ import itertools
 import math
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -57,7 +58,8 @@ class GroupEnergies(nn.Module):
     """log(E_group / E_inc) of ``n_groups`` contiguous, equal groups of voxels, then log(E_tot / E_inc).
 
     forward(x: (B, n_features) model space) -> (B, n_groups + 1). Inverts the ``log_ratio`` transform
-    (surrogate.data.transforms.LogRatioTransform) differentiably: s = min(x std + mean, s_max),
+    (surrogate.domains.calorimeter.transform.LogRatioTransform) differentiably: s = min(x std + mean, cap),
+    the cap the transform's inverse applies (buffer ``s_max``, named before the cap had headroom),
     E / E_inc = expm1(s) eps. Sums are floored at the smallest energy fraction the detector records,
     readout threshold / highest incident energy (at least eps), so an empty layer sits apart from any
     recorded one.
@@ -85,8 +87,11 @@ class GroupEnergies(nn.Module):
         """Take the arrays of a fitted ``log_ratio`` transform (its ``to_dict()``)."""
         if transform.get("name") != "log_ratio":
             raise ValueError(f"critic energy sums need the log_ratio transform, got {transform.get('name')!r}")
-        for name in ("mean", "std", "s_max"):
+        from surrogate.domains.calorimeter.transform import voxel_cap
+
+        for name in ("mean", "std"):
             getattr(self, name).copy_(torch.as_tensor(transform[name], dtype=torch.float32))
+        self.s_max.copy_(torch.as_tensor(voxel_cap(np.asarray(transform["s_max"]), float(transform["eps"]))))
         self.eps.fill_(float(transform["eps"]))
         # with no readout threshold (0) the transform's own resolution, eps, keeps log() finite
         floor = float(transform["threshold_mev"]) / float(transform["e_max_mev"])

@@ -9,7 +9,14 @@ import pytest
 
 from surrogate.data.transforms import load_transform, save_transform, transform_from_dict
 from surrogate.domains.calorimeter import schema
-from surrogate.domains.calorimeter.transform import ENERGY_BIN_MIN_EVENTS, EPS, STD_FLOOR, LogRatioTransform
+from surrogate.domains.calorimeter.transform import (
+    CAP_HEADROOM,
+    ENERGY_BIN_MIN_EVENTS,
+    EPS,
+    STD_FLOOR,
+    LogRatioTransform,
+    voxel_cap,
+)
 from surrogate.errors import InputError, OutputExistsError
 
 THRESHOLD = schema.THRESHOLD_MEV
@@ -45,7 +52,7 @@ def test_fit_matches_float64_moments_of_log_ratio(
     assert fitted.e_min_mev == float(e_inc.min()) and fitted.e_max_mev == float(e_inc.max())
 
 
-def test_fit_records_each_voxels_largest_value_and_inverse_keeps_within_it(
+def test_fit_records_each_voxels_largest_value_and_inverse_keeps_within_ten_times_it(
         fitted: LogRatioTransform, showers_600: tuple[np.ndarray, np.ndarray]) -> None:
     data, e_inc = showers_600
     u = np.log(data.astype(np.float64) / e_inc + EPS) - np.log(EPS)
@@ -53,10 +60,19 @@ def test_fit_records_each_voxels_largest_value_and_inverse_keeps_within_it(
     # a generator that puts 5 standard deviations too much into every voxel
     x, _ = fitted.forward(data, e_inc)
     back = fitted.inverse(x + 5.0, e_inc)
-    largest_fraction = (data / e_inc).max(axis=0)
-    assert np.all(back / e_inc <= largest_fraction * (1 + 1e-5) + 1e-12)
+    allowed = np.minimum(CAP_HEADROOM * (data / e_inc).max(axis=0), 1.0)
+    assert np.all(back / e_inc <= allowed * (1 + 1e-5) + 1e-12)
     hot = int(np.argmax(data.sum(axis=0)))  # the cap is reached, not merely respected
-    assert (back[:, hot] / e_inc[:, 0]).max() == pytest.approx(largest_fraction[hot], rel=1e-5)
+    assert (back[:, hot] / e_inc[:, 0]).max() == pytest.approx(allowed[hot], rel=1e-5)
+    # ... and the showers the fit saw come back whole: the cap is no bound on real showers
+    np.testing.assert_allclose(fitted.inverse(x, e_inc).sum(axis=1), np.where(data >= THRESHOLD, data, 0.0).sum(axis=1),
+                               rtol=1e-4)
+
+
+def test_voxel_cap_is_ten_times_the_largest_fraction_and_at_most_the_incident_energy() -> None:
+    s_max = np.log(np.array([1e-3, 0.05, 0.2, 1.0]) / EPS + 1.0)
+    cap = voxel_cap(s_max, EPS)
+    np.testing.assert_allclose(np.expm1(cap.astype(np.float64)) * EPS, [1e-2, 0.5, 1.0, 1.0], rtol=1e-5)
 
 
 def test_transform_saved_without_s_max_bounds_each_voxel_by_the_incident_energy(

@@ -97,6 +97,26 @@ def test_store_follows_the_contract(prepared: Prepared, calo_file: Path,
                                    data[labels == 0], rtol=4e-6)
 
 
+def test_transform_is_fitted_on_the_training_split_alone(prepared: Prepared, showers_600: Showers) -> None:
+    from surrogate.domains.calorimeter.transform import LogRatioTransform
+
+    out, _ = prepared
+    data, e_inc = showers_600
+    train = split_labels(600, PrepareConfig()) == 0
+    saved = load_transform(out / "transform.json")
+    alone = LogRatioTransform.fit(data[train], e_inc[train].reshape(-1, 1), threshold=saved.threshold_mev)
+    # every statistic is the training split's, bit for bit: the mean shower the generator starts from
+    # holds nothing of the validation and test showers ...
+    for key, value in alone.to_dict().items():
+        if key not in ("e_min_mev", "e_max_mev"):
+            assert saved.to_dict()[key] == value, key
+    assert not np.array_equal(saved.mean_fraction, LogRatioTransform.fit(
+        data, e_inc.reshape(-1, 1), threshold=saved.threshold_mev).mean_fraction)
+    # ... while the condition range spans every split, so generate accepts the test split's energies
+    assert (saved.e_min_mev, saved.e_max_mev) == (float(e_inc.min()), float(e_inc.max()))
+    assert (alone.e_min_mev, alone.e_max_mev) != (saved.e_min_mev, saved.e_max_mev)
+
+
 def test_references_hold_the_split_events_bit_for_bit(prepared: Prepared,
                                                      showers_600: Showers) -> None:
     out, _ = prepared

@@ -98,8 +98,8 @@ def test_readout_threshold_gives_exact_zeros_with_a_straight_through_gradient(fi
     below = e_true < THRESHOLD_MEV
     assert 0.05 < below.mean() < 0.95  # both kinds of voxel occur
     assert np.all(showers[below] == 0.0)  # exact zeros where the detector reads nothing
-    # above it, the energies come back through the transform (to float32 rounding and the s_max cap)
-    capped = np.expm1(t.s_max.astype(np.float64)) * t.eps * e_inc_mev
+    # above it, the energies come back through the transform (to float32 rounding and the voxel cap)
+    capped = np.expm1(t.s_cap.astype(np.float64)) * t.eps * e_inc_mev
     np.testing.assert_allclose(showers[~below], np.minimum(e_true, capped)[~below], rtol=2e-4)
     # the empty voxels sit exactly where an empty Geant4 voxel sits in model space: s = 0
     np.testing.assert_allclose(x[below], np.broadcast_to(-t.mean / t.std, x.shape)[below], rtol=1e-6)

@@ -104,7 +104,7 @@ def test_physics_critic_sees_layer_energies_and_resumes_exactly(tmp_path: Path) 
     assert a["model_spec"]["feature_groups"] == 45
     transform = load_transform(store / "transform.json")
     np.testing.assert_array_equal(a["D"]["groups.mean"].numpy(), transform.mean)
-    np.testing.assert_array_equal(a["D"]["groups.s_max"].numpy(), transform.s_max)
+    np.testing.assert_array_equal(a["D"]["groups.s_max"].numpy(), transform.s_cap)
     # the synthetic store has no readout threshold: the floor is the transform's eps
     assert transform.threshold_mev == 0.0
     assert float(a["D"]["groups.floor"]) == pytest.approx(transform.eps)

@@ -35,11 +35,24 @@ ENERGY_BINS_PER_DECADE = 4
 N_ENERGY_BINS = 32  # log10(E_inc / MeV) in [0, 8): quarter decades; energies outside go to the end bins
 ENERGY_BIN_MIN_EVENTS = 200
 _SLAB = 256  # events per step of the statistics (temporaries of 256 x 6480 float32 = 6.6 MB)
-# Generated voxels are capped at the largest s the fit saw in that voxel (``s_max``): in log space a
-# generator's error of a few e-folds in one hot voxel is a factor of e^k in energy, and a handful of such
-# voxels made an under-trained generator's E_tot/E_inc average 7 with a spread of 29 (real showers:
-# 1.00 +- 0.08). Transforms saved before s_max existed fall back to the physical bound E_voxel <= E_inc,
-# s = log(1/EPS + 1) ~ 18.4, which also keeps exp() far from float32 overflow.
+# Generated voxels are capped at CAP_HEADROOM times the largest E / E_inc the fit saw in that voxel
+# (``s_max``; :func:`voxel_cap`): in log space a generator's error of a few e-folds in one hot voxel is a
+# factor of e^k in energy, and a handful of such voxels made an under-trained generator's E_tot/E_inc
+# average 7 with a spread of 29 (real showers: 1.00 +- 0.08). The headroom is there because the largest
+# value of a finite sample is no bound on the next shower: capped at the training split's maxima, Geant4's
+# own 800 test showers of the quickstart lost 1.05% of their energy (E_tot/E_inc 1.0050 -> 0.9944), and a
+# good generator as much; at 10x those maxima they lose 0.06%. Transforms saved before s_max existed fall
+# back to the physical bound E_voxel <= E_inc, s = log(1/EPS + 1) ~ 18.4, which also caps the headroom and
+# keeps exp() far from float32 overflow.
+CAP_HEADROOM = 10.0
+
+
+def voxel_cap(s_max: np.ndarray, eps: float) -> np.ndarray:
+    """(n_voxels,) float32: the largest s a generated voxel may take, CAP_HEADROOM x the fitted largest
+    E / E_inc (``s_max``), at most the physical bound E_voxel <= E_inc."""
+    s_max = np.asarray(s_max, dtype=np.float64)
+    fraction = np.minimum(np.expm1(s_max) * eps * CAP_HEADROOM, 1.0)
+    return np.log(fraction / eps + 1.0).astype(np.float32)
 
 
 def _log_ratio(data: np.ndarray, cond: np.ndarray, eps: float) -> np.ndarray:
@@ -133,6 +146,7 @@ class LogRatioTransform:
                       else np.asarray(s_max, dtype=np.float32))
         if self.s_max.shape != self.mean.shape:
             raise ValueError(f"s_max {self.s_max.shape} must have the shape of mean {self.mean.shape}")
+        self.s_cap = voxel_cap(self.s_max, eps)  # what inverse keeps each voxel within
         self.mean_fraction = None if mean_fraction is None else np.asarray(mean_fraction, dtype=np.float32)
         if self.mean_fraction is not None and self.mean_fraction.shape != self.mean.shape:
             raise ValueError(f"mean_fraction {self.mean_fraction.shape} must have the shape of mean "
@@ -188,6 +202,12 @@ class LogRatioTransform:
     def condition_range(self) -> tuple[np.ndarray, np.ndarray]:
         return np.array([self.e_min_mev]), np.array([self.e_max_mev])
 
+    def covering(self, lo: np.ndarray, hi: np.ndarray) -> LogRatioTransform:
+        d = self.to_dict()
+        d["e_min_mev"] = min(self.e_min_mev, float(np.min(lo)))
+        d["e_max_mev"] = max(self.e_max_mev, float(np.max(hi)))
+        return LogRatioTransform.from_dict(d)
+
     def forward_cond(self, cond: np.ndarray) -> np.ndarray:
         """(N, 1) incident energy in MeV -> (N, 1) float32 in [-1, 1] over the fitted energy range."""
         lo, span = self._span()
@@ -206,15 +226,15 @@ class LogRatioTransform:
     def inverse(self, x: np.ndarray, cond: np.ndarray) -> np.ndarray:
         """x (N, n_voxels) model space, cond (N, 1) MeV -> voxel energies (N, n_voxels) float32 MeV.
 
-        Each voxel is kept within [0, its largest fitted value] and voxels below the readout threshold are
-        set to 0.
+        Each voxel is kept within [0, CAP_HEADROOM x its largest fitted value] (``s_cap``, :func:`voxel_cap`)
+        and voxels below the readout threshold are set to 0.
         """
         if x.ndim != 2 or x.shape[1] != self.n_features:
             raise ValueError(f"x shape {x.shape}, expected (N, {self.n_features})")
-        with np.errstate(over="ignore", invalid="ignore"):  # inf is capped at s_max just below
+        with np.errstate(over="ignore", invalid="ignore"):  # inf is capped at s_cap just below
             s = np.asarray(x, dtype=np.float32) * self.std
             s += self.mean
-        np.minimum(s, self.s_max, out=s)
+        np.minimum(s, self.s_cap, out=s)
         np.exp(s, out=s)
         s -= np.float32(1.0)
         s *= np.asarray(cond, dtype=np.float32).reshape(len(x), 1) * np.float32(self.eps)

@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from surrogate.data.transforms import BoxConditions
+
 # The default arcsinh softening: about the per-pixel sky + read noise of the default settings
 # (physics.background_sigma: 0.0109 e-/s).
 SCALE_E_PER_S = 0.01
@@ -59,7 +61,7 @@ def _block_stats(data: np.ndarray, cond: np.ndarray, scale: float) -> np.ndarray
     return out
 
 
-class ArcsinhTransform:
+class ArcsinhTransform(BoxConditions):
     """x = (arcsinh(image / scale) - mean) / std, float32 (N, H*W); c = 2 (cond - lo) / (hi - lo) - 1 per column.
 
     data: (N, H*W) images in e-/s; cond: (N, K) in the file's condition units. ``inverse`` is the exact
@@ -107,15 +109,6 @@ class ArcsinhTransform:
         return lazy.finish()
 
     # ---- the map ---------------------------------------------------------------------------------
-    def condition_range(self) -> tuple[np.ndarray, np.ndarray]:
-        return self.cond_lo.copy(), self.cond_hi.copy()
-
-    def forward_cond(self, cond: np.ndarray) -> np.ndarray:
-        """(N, K) physical conditions -> (N, K) float32, [-1, 1] over the fitted range (a constant column: -1)."""
-        c = np.asarray(cond, dtype=np.float64).reshape(-1, len(self.cond_lo))
-        span = self.cond_hi - self.cond_lo
-        span = np.where(span > 0, span, 1.0)
-        return (2.0 * (c - self.cond_lo) / span - 1.0).astype(np.float32)
 
     def forward(self, data: np.ndarray, cond: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(N, H*W) e-/s, (N, K) -> x (N, H*W) float32, c (N, K) float32."""

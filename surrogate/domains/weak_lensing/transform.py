@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from surrogate.data.transforms import BoxConditions
+
 SCALE_KAPPA = 0.01  # about the pixel standard deviation of kappa at z_s = 1 on 1.6-3.3' pixels (measured 0.005-0.008)
 _FIXED_POINT = 2.0**20
 _SLAB = 256  # maps per step of the statistics
@@ -40,7 +42,7 @@ def _block_stats(data: np.ndarray, cond: np.ndarray, scale: float) -> np.ndarray
     return out
 
 
-class KappaTransform:
+class KappaTransform(BoxConditions):
     """x = (arcsinh(kappa / scale) - mean) / std, float32 (N, H*W); c = 2 (cond - lo) / (hi - lo) - 1.
 
     ``inverse`` is the exact inverse (float64 inside, float32 out); cond is not needed to invert.
@@ -78,14 +80,6 @@ class KappaTransform:
         lazy.update(computed)
         return lazy.finish()
 
-    def condition_range(self) -> tuple[np.ndarray, np.ndarray]:
-        return self.cond_lo.copy(), self.cond_hi.copy()
-
-    def forward_cond(self, cond: np.ndarray) -> np.ndarray:
-        c = np.asarray(cond, dtype=np.float64).reshape(-1, len(self.cond_lo))
-        span = self.cond_hi - self.cond_lo
-        span = np.where(span > 0, span, 1.0)
-        return (2.0 * (c - self.cond_lo) / span - 1.0).astype(np.float32)
 
     def forward(self, data: np.ndarray, cond: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(N, H*W) kappa, (N, K) -> x (N, H*W) float32, c (N, K) float32."""
