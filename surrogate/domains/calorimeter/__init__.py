@@ -12,12 +12,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from surrogate.config import FRACTION, POSITIVE, SEED, ConfigError, Range, Thresholds, check_ranges
+from surrogate.config import FRACTION, POSITIVE, SEED, ConfigError, Range, check_ranges
 from surrogate.domains.base import Condition, FeatureFamily, FeatureLayout, HistogramSpec, LazyEvents
 from surrogate.domains.calorimeter import schema
+from surrogate.domains.calorimeter.profiles import METRICS, CaloThresholds
 from surrogate.domains.calorimeter.transform import TRANSFORMS, LogRatioTransform
 from surrogate.errors import InputError, SurrogateError
-from surrogate.validation.compute import STANDARD_METRICS
 
 __all__ = ["DOMAIN", "TRANSFORMS", "Calorimeter", "SimulateConfig"]
 
@@ -63,7 +63,7 @@ Geant4Settings = SimulateConfig  # the module-level name, for annotations inside
 class Calorimeter:
     name = "calorimeter"
     SimulateConfig = SimulateConfig
-    Thresholds = Thresholds  # the standard metrics' limits
+    Thresholds = CaloThresholds  # the standard metrics' limits and the mean-profile bars
     default_model = "calo_mlp"
     reference_note = ("The built-in reference is Geant4 11.4 (geant4-pybind) with a data-free electromagnetic "
                       "physics list (no Seltzer-Berger bremsstrahlung tables, no Livermore photoelectric, "
@@ -78,7 +78,7 @@ class Calorimeter:
         'features); "ours" are added by this project and have no published counterpart. The challenge\'s '
         "evaluate.py has a prdc mode on log10 voxel energies, not part of its published results; our "
         "precision, recall, density and coverage run on the high-level features.")
-    metrics = STANDARD_METRICS
+    metrics = METRICS  # the standard registry and the mean profiles (profiles.PROFILES)
 
     def __init__(self, geometry: schema.Geometry | None = None) -> None:
         self.geometry = geometry or schema.dataset2_geometry()
