@@ -18,7 +18,7 @@ from surrogate.config import config_from_dict, load_config
 from surrogate.data.transforms import load_transform, save_transform
 from surrogate.domains import get_domain
 from surrogate.domains.strong_lensing import DOMAIN, SimulateConfig, schema
-from surrogate.domains.strong_lensing.transform import ArcsinhTransform, noise_model
+from surrogate.domains.strong_lensing.transform import ArcsinhTransform, instrument_model, noise_model
 from surrogate.errors import ConfigError, InputError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -266,6 +266,26 @@ def test_the_fitted_transform_carries_the_noise_model_every_input_states(tmp_pat
     assert noise_model([stated | {"background_noise_e_per_s": 0.0}]) == (0.0, 0.0)  # noise-free images
     with pytest.raises(ValueError, match="must be >= 0"):
         ArcsinhTransform.from_dict(t.to_dict() | {"noise_sigma": -1.0})
+
+
+def test_the_fitted_transform_carries_the_instrument_every_input_states(tmp_path: Path) -> None:
+    """Pixel scale, PSF, supersampling, zero point, lens profile and tier of the inputs travel in the
+    transform (what lens_param renders with); None when an input lacks one or they disagree."""
+    images, cond = _events(20)
+    stated = ATTRS | {"psf_type": "GAUSSIAN", "psf_fwhm_arcsec": 0.16, "supersampling": 3,
+                      "magnitude_zero_point": 25.72, "lens_profile": "SIE", "tier": "smooth"}
+    one = _write(tmp_path / "one.h5", images, cond, stated)
+    two = _write(tmp_path / "two.h5", images, cond, stated)
+    t = DOMAIN.fit_transform(DOMAIN.open_lazy((str(one), str(two)), 9))
+    assert t.instrument == {"pixel_scale_arcsec": ATTRS["pixel_scale_arcsec"], "psf_type": "GAUSSIAN",
+                            "psf_fwhm_arcsec": 0.16, "supersampling": 3.0, "magnitude_zero_point": 25.72,
+                            "lens_profile": "SIE", "tier": "smooth"}
+    assert ArcsinhTransform.from_dict(t.to_dict()).instrument == t.instrument
+    other = _write(tmp_path / "other.h5", images, cond, stated | {"psf_fwhm_arcsec": 0.2})
+    assert DOMAIN.fit_transform(DOMAIN.open_lazy((str(one), str(other)), 9)).instrument is None
+    assert DOMAIN.fit_transform(DOMAIN.open_lazy((str(_write(tmp_path / "bare.h5", images, cond)),), 9)).instrument \
+        is None
+    assert instrument_model([stated, stated]) == t.instrument
 
 
 # ---- config -----------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import numpy as np
 from surrogate.config import NON_NEGATIVE, POSITIVE, SEED, ConfigError, Range, check_ranges
 from surrogate.domains.base import Condition, FeatureLayout, HistogramSpec, LazyEvents, derived_from, square_side
 from surrogate.domains.strong_lensing import schema, validation
-from surrogate.domains.strong_lensing.transform import ArcsinhTransform, noise_model
+from surrogate.domains.strong_lensing.transform import ArcsinhTransform, instrument_model, noise_model
 from surrogate.errors import InputError
 from surrogate.simulators.lenstronomy_lens import NUISANCE as NUISANCE_COLUMNS
 from surrogate.simulators.lenstronomy_lens import Settings, columns
@@ -261,10 +261,14 @@ class StrongLensing:
 
     # ---- model-side --------------------------------------------------------------------------------
     def fit_transform(self, events: LazyEvents) -> ArcsinhTransform:
-        return ArcsinhTransform.fit(events.data, events.cond, noise=_noise_model(events))
+        attrs = _root_attrs(events)
+        return ArcsinhTransform.fit(events.data, events.cond, noise=noise_model(attrs),
+                                    instrument=instrument_model(attrs))
 
     def fit_transform_lazy(self, events: LazyEvents) -> Any:
-        return ArcsinhTransform.lazy_fit(events.data, events.cond, noise=_noise_model(events))
+        attrs = _root_attrs(events)
+        return ArcsinhTransform.lazy_fit(events.data, events.cond, noise=noise_model(attrs),
+                                         instrument=instrument_model(attrs))
 
     # ---- validation (validation.py) ---------------------------------------------------------------------
     def _images(self, data: np.ndarray) -> np.ndarray:
@@ -299,15 +303,16 @@ class StrongLensing:
                                       self.pixel_scale)
 
 
-def _noise_model(events: LazyEvents) -> tuple[float, float]:
-    """The noise model every input file states (transform.noise_model), carried by the fitted transform."""
+def _root_attrs(events: LazyEvents) -> list[dict[str, Any]]:
+    """Each input file's root attributes: the noise model and instrument the fitted transform carries
+    (transform.noise_model, transform.instrument_model)."""
     from surrogate.data.hdf5 import open_h5
 
     attrs = []
     for source in events.sources:
         with open_h5(source) as f:
             attrs.append(dict(f.attrs))
-    return noise_model(attrs)
+    return attrs
 
 
 

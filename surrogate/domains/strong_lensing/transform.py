@@ -14,7 +14,9 @@ The transform also carries the instrument's noise model when the inputs state it
 approximation (SimulationAPI/observation_api.py: ``estimate_noise`` = sqrt(background_noise**2 +
 flux_noise**2), flux_noise**2 = flux / total exposure time). A generator may draw the noise-free image and
 this noise analytically (image_gan's ``noise: instrument``). Zeros: unknown (inputs without those
-attributes, noise-free inputs, or inputs that disagree).
+attributes, noise-free inputs, or inputs that disagree). Likewise ``instrument``: the imaging settings
+every input states (INSTRUMENT_ATTRS: pixel scale, PSF, supersampling, zero point, lens profile, tier),
+which a generator that renders lenses itself needs (lens_param); None where the inputs lack or disagree.
 """
 
 from __future__ import annotations
@@ -71,7 +73,8 @@ class ArcsinhTransform(BoxConditions):
     name = "arcsinh"
 
     def __init__(self, mean: float, std: float, cond_lo: np.ndarray, cond_hi: np.ndarray, n_features: int,
-                 scale: float = SCALE_E_PER_S, noise_sigma: float = 0.0, noise_exposure_s: float = 0.0) -> None:
+                 scale: float = SCALE_E_PER_S, noise_sigma: float = 0.0, noise_exposure_s: float = 0.0,
+                 instrument: dict[str, Any] | None = None) -> None:
         self.mean = float(mean)
         self.std = float(std)
         self.cond_lo = np.asarray(cond_lo, dtype=np.float64).reshape(-1)
@@ -86,24 +89,25 @@ class ArcsinhTransform(BoxConditions):
             raise ValueError(f"noise_sigma {noise_sigma} and noise_exposure_s {noise_exposure_s} must be >= 0")
         self.noise_sigma = float(noise_sigma)  # e-/s per pixel, background (sky + read); 0 = unknown
         self.noise_exposure_s = float(noise_exposure_s)  # total exposure [s]: Poisson variance image / it; 0 = unknown
+        self.instrument = None if instrument is None else dict(instrument)  # INSTRUMENT_ATTRS, or None = unknown
 
     # ---- fitting ---------------------------------------------------------------------------------
     @classmethod
     def lazy_fit(cls, data: Any, cond: Any, scale: float = SCALE_E_PER_S,
-                 noise: tuple[float, float] = (0.0, 0.0)) -> _ArcsinhFit:
+                 noise: tuple[float, float] = (0.0, 0.0), instrument: dict[str, Any] | None = None) -> _ArcsinhFit:
         """A LazyFit over dask arrays data (N, H*W) and cond (N, K) chunked along events alike;
         ``noise``: (noise_sigma, noise_exposure_s) carried into the result (:func:`noise_model`)."""
-        return _ArcsinhFit(data, cond, scale, noise)
+        return _ArcsinhFit(data, cond, scale, noise, instrument)
 
     @classmethod
     def fit(cls, data: Any, cond: Any, scale: float = SCALE_E_PER_S,
-            noise: tuple[float, float] = (0.0, 0.0)) -> ArcsinhTransform:
+            noise: tuple[float, float] = (0.0, 0.0), instrument: dict[str, Any] | None = None) -> ArcsinhTransform:
         import dask
         import dask.array as da
 
         data = da.asarray(data)
         cond = da.asarray(cond).rechunk((data.chunks[0], cond.shape[1]))
-        lazy = cls.lazy_fit(data, cond, scale, noise)
+        lazy = cls.lazy_fit(data, cond, scale, noise, instrument)
         (computed,) = dask.compute(lazy.blocks(0, lazy.n_blocks))
         lazy.update(computed)
         return lazy.finish()
@@ -131,25 +135,29 @@ class ArcsinhTransform(BoxConditions):
         return {"name": self.name, "mean": self.mean, "std": self.std, "scale": self.scale,
                 "n_features": self.n_features, "cond_lo": [float(v) for v in self.cond_lo],
                 "cond_hi": [float(v) for v in self.cond_hi], "noise_sigma": self.noise_sigma,
-                "noise_exposure_s": self.noise_exposure_s}
+                "noise_exposure_s": self.noise_exposure_s,
+                **({} if self.instrument is None else {"instrument": dict(self.instrument)})}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ArcsinhTransform:
         return cls(mean=float(d["mean"]), std=float(d["std"]), cond_lo=np.asarray(d["cond_lo"], dtype=np.float64),
                    cond_hi=np.asarray(d["cond_hi"], dtype=np.float64), n_features=int(d["n_features"]),
                    scale=float(d["scale"]), noise_sigma=float(d.get("noise_sigma", 0.0)),  # absent before 2026-12
-                   noise_exposure_s=float(d.get("noise_exposure_s", 0.0)))
+                   noise_exposure_s=float(d.get("noise_exposure_s", 0.0)),
+                   instrument=d.get("instrument"))  # absent before lens_param
 
 
 class _ArcsinhFit:
     """Per-block fixed-point moments and condition extremes, folded into exact totals."""
 
-    def __init__(self, data: Any, cond: Any, scale: float, noise: tuple[float, float] = (0.0, 0.0)) -> None:
+    def __init__(self, data: Any, cond: Any, scale: float, noise: tuple[float, float] = (0.0, 0.0),
+                 instrument: dict[str, Any] | None = None) -> None:
         if data.numblocks[1] != 1 or cond.numblocks[1] != 1 or cond.chunks[0] != data.chunks[0]:
             raise ValueError("data and cond must be chunked along events only, with the same event chunks")
         self.n_blocks = data.numblocks[0]
         self._scale = scale
         self._noise = noise
+        self._instrument = instrument
         self._k = cond.shape[1]
         self._n_features = data.shape[1]
         self._stats = data.map_blocks(_block_stats, cond, scale=scale, dtype=np.float64,
@@ -181,7 +189,26 @@ class _ArcsinhFit:
         std = max(float(np.sqrt(max(var, 0.0))), STD_FLOOR)
         return ArcsinhTransform(mean=mean, std=std, cond_lo=self._lo, cond_hi=self._hi,
                                 n_features=self._n_features, scale=self._scale, noise_sigma=self._noise[0],
-                                noise_exposure_s=self._noise[1])
+                                noise_exposure_s=self._noise[1], instrument=self._instrument)
+
+
+INSTRUMENT_ATTRS = ("pixel_scale_arcsec", "psf_type", "psf_fwhm_arcsec", "supersampling", "magnitude_zero_point",
+                    "lens_profile", "tier")
+
+
+def instrument_model(attrs: list[Any]) -> dict[str, Any] | None:
+    """The INSTRUMENT_ATTRS every one of the inputs' root attribute mappings states, identically; else None."""
+    found = []
+    for a in attrs:
+        try:
+            values = {k: a[k] for k in INSTRUMENT_ATTRS}
+        except KeyError:
+            return None
+        found.append({k: v.decode() if isinstance(v, bytes) else (v.item() if hasattr(v, "item") else v)
+                      for k, v in values.items()})
+    if not found or any(f != found[0] for f in found):
+        return None
+    return {k: (v if isinstance(v, str) else float(v)) for k, v in found[0].items()}
 
 
 def noise_model(attrs: list[Any]) -> tuple[float, float]:
