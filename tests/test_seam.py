@@ -27,7 +27,7 @@ CALORIMETER_WORDS = re.compile(
 CALORIMETER_MODULES = ("domains/calorimeter/", "simulators/geant4_calo/", "models/calo_", "baselines/gflash")
 # The same for strong lensing.
 LENSING_WORDS = re.compile(r"lens|theta_E|einstein|pyhalo|subhalo|sersic", re.IGNORECASE)
-LENSING_MODULES = ("domains/strong_lensing/", "simulators/lenstronomy_lens/")
+LENSING_MODULES = ("domains/strong_lensing/", "simulators/lenstronomy_lens/", "models/lens_")
 # The same for weak lensing (convergence maps conditioned on cosmology).
 WEAK_LENSING_WORDS = re.compile(r"kappa|convergence|Omega_m|sigma_8|cosmolog|pyccl|halofit|lognormal|\bnfw\b",
                                 re.IGNORECASE)

@@ -205,10 +205,13 @@ class InstrumentNoise(nn.Module):
         """The noise-free image in the data's units, >= 0."""
         return self.scale * torch.sinh(F.softplus(u).clamp(max=MAX_ASINH))
 
-    def forward(self, u: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-        image = self.clean(u)
-        noisy = image + torch.sqrt(self.sigma**2 + image / self.exposure) * eps
+    def observe(self, image: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """A noise-free image (the data's units, >= 0) seen by the instrument, in model space."""
+        noisy = image + torch.sqrt(self.sigma**2 + image.clamp(min=0.0) / self.exposure) * eps
         return (torch.asinh(noisy / self.scale) - self.mean) / self.std
+
+    def forward(self, u: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        return self.observe(self.clean(u), eps)
 
 
 class ImageGenerator(nn.Module):
