@@ -125,3 +125,31 @@ def test_bad_inputs_are_rejected() -> None:
         parameter_recovery(x[:9], c[:9], x, c, seed=0)
     with pytest.raises(ValueError, match="epochs > 0"):
         parameter_recovery(x, c, x, c, seed=0, epochs=0)
+
+
+def test_calibration_undoes_a_shrunk_prediction_exactly() -> None:
+    from surrogate.metrics.regression import _calibration
+
+    truth = np.random.default_rng(1).normal(size=(200, 2))
+    pred = np.column_stack([0.7 * truth[:, 0] + 0.2, np.full(200, 3.0)])  # shrunk and shifted; a constant
+    a, b = _calibration(pred, truth)
+    np.testing.assert_allclose(a[0] + b[0] * pred[:, 0], truth[:, 0], atol=1e-12)
+    assert (a[1], b[1]) == (pytest.approx(truth[:, 1].mean() - 3.0), 1.0)  # nothing to fit: shift only
+
+
+def test_a_separate_training_sample_holds_out_every_reference_image() -> None:
+    rng = np.random.default_rng(4)
+    x_train, c_train = reference(1000, rng)
+    x_ref, c_ref = reference(300, rng)
+    r_gen = rng.uniform(R_MIN, R_MAX, 300)
+    result = parameter_recovery(x_ref, c_ref, rings(r_gen, rng), r_gen[:, None], seed=0, names=["radius"],
+                                train_on=(x_train, c_train), **SMALL)
+    assert (result.n_train, result.n_val, result.n_test) == (800, 200, 300)
+    radius = result["radius"]
+    # the same law on both sides: the calibrated network shows no bias on either beyond its statistics
+    for bias, err, mean in ((radius.bias_reference, radius.bias_error_reference, radius.truth_mean_reference),
+                            (radius.bias_generated, radius.bias_error_generated, radius.truth_mean_generated)):
+        assert abs(bias) < 4 * err + 0.005 * mean, (bias, err)
+    assert 0.7 < radius.scatter_ratio < 1.4
+    with pytest.raises(ValueError, match="a training sample of at least 10 images like the reference's"):
+        parameter_recovery(x_ref, c_ref, x_ref[:5], c_ref[:5], seed=0, train_on=(x_train[:, :8], c_train), **SMALL)

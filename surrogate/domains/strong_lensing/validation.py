@@ -178,10 +178,13 @@ def _recovery(names: Sequence[str]) -> Any:
         if ref.cond is None or other.cond is None:
             raise ValueError("parameter recovery: a sample was prepared without its conditions")
         side = _side(ref)
+        # the reference's separate training sample, where the report has one: the network learns from
+        # training-split lenses and every compared lens is held out (else it splits reference A)
+        train_on = None if ref.fit is None else (ref.fit[0].reshape(-1, side, side), ref.fit[1])
         result = parameter_recovery(_images(ref, side), ref.cond, _images(other, side), other.cond, seed=seed,
                                     names=list(names)[:ref.cond.shape[1]], epochs=RECOVERY_EPOCHS,
                                     patience=RECOVERY_PATIENCE, batch_size=CNN_BATCH, num_threads=_threads(),
-                                    cache=trained)
+                                    cache=trained, train_on=train_on)
         values: dict[str, float] = {}
         for p in result.parameters:
             values[f"{p.name}_bias"] = p.bias_generated
