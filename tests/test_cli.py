@@ -60,8 +60,8 @@ def test_unknown_key_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFi
 
 
 @pytest.mark.parametrize(("option", "message"), [
-    ("chanels_g=8", "train.model_options.chanels_g: model 'image_gan' has no such option (its options: "),
-    ("channels_g=abc", "train.model_options.channels_g: expected an integer, got 'abc'"),
+    ("chanels_d=8", "train.model_options.chanels_d: model 'lens_param' has no such option (its options: "),
+    ("channels_d=abc", "train.model_options.channels_d: expected an integer, got 'abc'"),
 ])
 def test_bad_model_option_fails_before_simulating(option: str, message: str, tmp_path: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:

@@ -25,6 +25,9 @@ TINY = [
     "train.steps=12", "train.batch_size=16", "train.checkpoint_every=6", "train.validate_every=6",
     "train.validate_events=30", "validate.classifier_hidden=16", "validate.classifier_epochs=2",
     "validate.fpd_min_samples=8", "validate.kpd_batch_size=16", "validate.kpd_batches=3",
+    # the convolutional image GAN (the model of the substructure tiers), not the quickstart's lens_param, whose
+    # renderer draws lenstronomy's lens from its first step (tests/models/test_lens_param.py)
+    "train.model=image_gan", "train.model_options.noise=instrument",
 ]
 
 
@@ -53,7 +56,7 @@ def test_images_keep_their_layout_and_conditions(finished_run: tuple[Path, str, 
     with h5py.File(run_dir / "generate/generated_fit.h5") as fit, h5py.File(run_dir / "prepare/store.h5") as store:
         assert fit["images"].shape == (210, 32, 32)
         np.testing.assert_array_equal(fit["conditions"][:], store["train/cond_raw"][:])
-    # the generator drew the noise-free image and the file's noise model (noise: instrument in the quickstart)
+    # the generator drew the noise-free image and the file's noise model (noise: instrument)
     transform = json.loads((run_dir / "prepare/transform.json").read_text())
     assert transform["noise_sigma"] == pytest.approx(0.0109, rel=0.01) and transform["noise_exposure_s"] == 2264.0
 
