@@ -31,7 +31,10 @@ import _common
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = ROOT / "configs" / "calorimeter" / "quickstart.yaml"
 HEADLINE = ("auc_low_level", "auc_high_level", "jsd_low_level", "jsd_high_level", "fpd_x1e3", "kpd_x1e3",
-            "mean_separation_power", "precision", "recall", "density", "coverage")
+            "mean_separation_power", "precision", "recall", "density", "coverage",
+            # the mean-profile bars (surrogate.domains.calorimeter.profiles), in %
+            "longitudinal_max_dev_pct", "radial_max_dev_pct", "width_x_max_dev_pct", "width_y_max_dev_pct",
+            "width_r_max_dev_pct", "response_mean_dev_pct", "response_std_dev_pct")
 
 
 def _args() -> Any:
@@ -111,7 +114,9 @@ def main() -> int:
     _common.print_table("every protocol metric (AUC/JSD: challenge-sized classifier; FPD, KPD x 1e3)", rows,
                         ["metric", *columns])
     print(f"classifier: {json.dumps(classifier)[:400]}")
-    print(f"verdict: {'PASS' if report['passed'] else 'FAIL'}; report: {args.out / 'validate' / 'report.html'}")
+    print(f"verdict: {'PASS' if report['passed'] else 'FAIL'}"
+          + "".join(f"\n  {failure}" for failure in report.get("failures", []))
+          + f"\nreport: {args.out / 'validate' / 'report.html'}")
     _common.print_summary("calo_fidelity", args, {k: {m: v.get(m) for m in HEADLINE} for k, v in columns.items()},
                           geant4_ms_per_shower=ms, n_showers=n_showers, train_steps=steps,
                           stage_seconds={r.stage: r.seconds for r in results}, wall_seconds=wall,
