@@ -20,9 +20,9 @@ Protocol:
   stops once it has not improved for ``patience`` epochs;
 - then each output is calibrated on the validation split: the least-squares line truth = a + b x
   prediction (standardised units) is applied to every prediction. A network trained on a few hundred
-  images shrinks its predictions towards the mean (measured: a 2.2% theta_E bias on held-out reference
-  lenses); calibrated, its reference bias is that of an unbiased estimator up to statistics, so a bias on
-  generated images is the generator's, not the network's.
+  images shrinks its predictions towards the mean (measured: a 2.2% bias of a regressed radius on held-out
+  reference images); calibrated, its reference bias is that of an unbiased estimator up to statistics, so
+  a bias on generated images is the generator's, not the network's.
 
 Seeded: one ``seed`` drives the split (numpy) and the weights and batch order (an explicit
 ``torch.Generator``); the same inputs and seed give identical numbers on the same machine.

@@ -12,6 +12,7 @@ from scipy.stats import gamma
 
 from surrogate.config import Limit, Thresholds, ValidateConfig
 from surrogate.domains.calorimeter import DOMAIN, schema
+from surrogate.domains.calorimeter.profiles import HEADLINE as PROFILE_HEADLINE
 from surrogate.errors import InputError, OutputExistsError
 from surrogate.validation import ValidationReport, quick_metrics, validate_files
 from surrogate.validation.report import verdict
@@ -207,7 +208,9 @@ def test_quick_metrics_match_the_validation_numbers(files: dict[str, Path],
     assert set(quick) == {"mean_separation_power", "max_separation_power", "n_nan_separation_power",
                           "sep_E_ratio", "sep_voxel_energy",
                           "fpd_x1e3", "fpd_x1e3_err", "kpd_x1e3", "kpd_x1e3_err", "precision", "recall", "density",
-                          "coverage"}
+                          "coverage", *PROFILE_HEADLINE,
+                          *(f"{bar}_at" for bar in ("longitudinal", "radial", "width_x", "width_y", "width_r",
+                                                    "response_mean", "response_std"))}
     # The same code path, settings and seed streams, computed afresh: identical numbers.
     assert quick == {k: shifted_report.metrics[k] for k in quick}
     same = quick_metrics(DOMAIN, *ref, *DOMAIN.read_events(files["same"]), CFG)
