@@ -158,8 +158,7 @@ def prepare_store(domain: Domain, cfg: PrepareConfig, inputs: tuple[str, ...], o
         # generator). Its condition range spans every split's conditions (Transform.covering).
         transform = _fit_and_check(domain, events, batch, progress, accept_implausible=cfg.accept_implausible,
                                    keep=labels == 0)
-        in_splits = _compute(events, events.cond)[0][labels < len(SPLITS)].astype(np.float64)
-        transform = transform.covering(in_splits.min(axis=0), in_splits.max(axis=0))
+        transform = transform.covering(*_condition_range(events, labels < len(SPLITS)))
         sources = json.dumps([str(Path(p).resolve()) for p in events.sources])
         provenance = {"seed": cfg.seed, "sources": sources}
         attrs = {"domain": domain.name, "transform": transform.name, "n_features": domain.n_features,
@@ -230,6 +229,16 @@ def _bar(progress: bool, total: int, desc: str) -> Any:
     from tqdm import tqdm
 
     return tqdm(total=total, desc=desc, unit="block", file=sys.stderr, disable=not progress)
+
+
+def _condition_range(events: LazyEvents, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(lowest, highest) condition per column over the events at ``keep`` (bool (N,)), computed lazily."""
+    import dask.array as da
+
+    mask = da.from_array(keep[:, None], chunks=(events.cond.chunks[0], (1,)))
+    cond = events.cond.astype(np.float64)
+    lo, hi = _compute(events, da.where(mask, cond, np.inf).min(axis=0), da.where(mask, cond, -np.inf).max(axis=0))
+    return np.asarray(lo), np.asarray(hi)
 
 
 def _only(events: LazyEvents, keep: np.ndarray) -> LazyEvents:
