@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from surrogate.simulators.lenstronomy_lens.physics import BASE_COLUMNS, NUISANCE
+from surrogate.simulators.lenstronomy_lens.physics import BASE_COLUMNS, LENS_LIGHT_MAX_ECC, NUISANCE
 
 if TYPE_CHECKING:
     from surrogate.simulators.lenstronomy_lens.settings import Settings
@@ -49,9 +49,6 @@ SERSIC_MAX_R_FRAC = 1000.0
 # Gaussian PSF truncated at 5 sigma: SingleBand's and PSF's default ``truncation``
 # (SimulationAPI/observation_api.py, Data/psf.py).
 PSF_TRUNCATION_SIGMA = 5.0
-# The lens light ellipticity (lens e + drawn offset) is scaled down to this modulus when above it
-# (surrogate.simulators.lenstronomy_lens.physics.render).
-LENS_LIGHT_MAX_ECC = 0.9
 
 
 @dataclass(frozen=True)

@@ -62,6 +62,10 @@ NUISANCE: tuple[tuple[str, str, float, float], ...] = (
 DUFFY_A, DUFFY_B, DUFFY_C, DUFFY_PIVOT_MSUN_H = 5.71, -0.084, -0.47, 2e12
 HUBBLE_H = 0.6766  # astropy's default (Planck 2018) cosmology, which lenstronomy's LensCosmo uses
 
+# The lens light's ellipticity (the mass's plus the drawn offset) is scaled down to this modulus where above
+# it: wide lens_e_max settings plus the offset could otherwise reach |e| >= 1, which is no ellipse.
+LENS_LIGHT_MAX_ECC = 0.9
+
 _GLOBAL_RNG_LOCK = threading.Lock()  # pyHalo draws from numpy's global RandomState
 
 
@@ -241,7 +245,7 @@ def render(settings: Settings, cond: np.ndarray, nuisance: np.ndarray, sub: Subs
     # Light aligned with the mass up to the drawn offset, kept below |e| = 0.9 (wide lens_e_max settings
     # plus the offset could otherwise reach |e| >= 1, which is no ellipse).
     le1, le2 = e1 + ll_de1, e2 + ll_de2
-    shrink = min(1.0, 0.9 / max(math.hypot(le1, le2), 1e-12))
+    shrink = min(1.0, LENS_LIGHT_MAX_ECC / max(math.hypot(le1, le2), 1e-12))
     light = [{"magnitude": ll_mag, "R_sersic": ll_r, "n_sersic": ll_n, "e1": le1 * shrink, "e2": le2 * shrink,
               "center_x": 0.0, "center_y": 0.0}] if lens_light else []
     source = [{"magnitude": src_mag, "R_sersic": src_r, "n_sersic": src_n, "e1": src_e1, "e2": src_e2,
