@@ -259,14 +259,14 @@ def _only(events: LazyEvents, keep: np.ndarray) -> LazyEvents:
 
 
 def _fit_and_check(domain: Domain, events: LazyEvents, batch: int, progress: bool, *,
-                   accept_implausible: bool, keep: np.ndarray | None = None) -> Transform:
+                   accept_implausible: bool, keep: np.ndarray) -> Transform:
     """Pass 1: the transform's statistics and the value check from the same reads, batch by batch.
 
     Bad values fail on the first bad batch; the plausibility rules, some of which count over the whole
     input, are applied once all of it has been read (unless ``accept_implausible``). ``keep``: bool (N,)
-    of the events the transform is fitted on (None: all); every event is checked.
+    of the events the transform is fitted on (the training split); every event is checked.
     """
-    fit = domain.fit_transform_lazy(events if keep is None else _only(events, keep))
+    fit = domain.fit_transform_lazy(_only(events, keep))
     check = domain.check_values(events)
     rows = []
     with _bar(progress, fit.n_blocks, "prepare: check + fit") as bar:

@@ -7,7 +7,7 @@ import pytest
 
 from surrogate.config import Limit
 from surrogate.domains.calorimeter import DOMAIN, schema
-from surrogate.domains.calorimeter.profiles import BARS, HEADLINE, CaloThresholds, describe, profile_agreement
+from surrogate.domains.calorimeter.profiles import BARS, HEADLINE, METRIC, CaloThresholds, profile_agreement
 from surrogate.validation.compute import Prepared, histogram_specs
 from surrogate.validation.report import verdict
 
@@ -84,6 +84,7 @@ def test_the_metric_feeds_the_verdict_with_the_issues_bars() -> None:
     metric = next(m for m in DOMAIN.metrics if m.name == "profiles")
     values, _ = metric.compute(histogram_specs(DOMAIN, ref, ref_sample[1]), ref, gen, None, 0)  # type: ignore[arg-type]
     assert set(HEADLINE) <= set(values) and values["longitudinal_at"] == 12.0
+    assert HEADLINE == tuple(METRIC[bar] for bar in BARS) and METRIC["response_mean"] == "response_mean_dev_pct"
     assert values["longitudinal_max_dev_pct"] == pytest.approx(12.0, rel=1e-4)
     floor = dict.fromkeys(values, 0.0) | {"auc_low_level": 0.5, "auc_high_level": 0.5, "fpd_x1e3": 1.0,
                                             "kpd_x1e3": 1.0, "mean_separation_power": 1.0}
@@ -96,4 +97,3 @@ def test_the_metric_feeds_the_verdict_with_the_issues_bars() -> None:
     assert checks["response_mean_dev_pct"].passed and checks["response_std_dev_pct"].passed
     loose = CaloThresholds(longitudinal_max_dev_pct=Limit(15.0))
     assert all(c.passed for c in verdict(metrics, floor, loose))
-    assert "longitudinal 12.0% (layer 12)" in describe(values)

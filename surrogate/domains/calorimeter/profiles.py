@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
@@ -75,16 +75,20 @@ def profile_agreement(ref: Mapping[str, np.ndarray], gen: Mapping[str, np.ndarra
     return out
 
 
+# each bar's metric name: the worst case over layers / bins ("max"), or the one response number
+METRIC = {name: f"{name}_dev_pct" if name.startswith("response") else f"{name}_max_dev_pct" for name in BARS}
+HEADLINE = tuple(METRIC.values())
+
+
 def _profiles(specs: list[HistogramSpec], ref: Prepared, other: Prepared, cfg: ValidateConfig,
               seed: int) -> MetricResult:
     values: dict[str, float] = {}
     for name, (dev, where) in profile_agreement(ref.obs.features, other.obs.features).items():
-        values[f"{name}_max_dev_pct" if not name.startswith("response") else f"{name}_dev_pct"] = dev
+        values[METRIC[name]] = dev
         values[f"{name}_at"] = float(where)
     return values, {}
 
 
-HEADLINE = tuple(f"{name}_max_dev_pct" if not name.startswith("response") else f"{name}_dev_pct" for name in BARS)
 PROFILES = Metric("profiles", "mean profiles", HEADLINE, "ours", True, _profiles)
 METRICS = (*STANDARD_METRICS, PROFILES)  # the calorimeter's registry
 
@@ -103,12 +107,3 @@ class CaloThresholds(Thresholds):
 
     RANGES: ClassVar[dict[str, Range]] = {**Thresholds.RANGES, **dict.fromkeys(HEADLINE, NON_NEGATIVE)}
 
-
-def describe(values: Mapping[str, Any]) -> str:
-    """One line: each bar's value and where, e.g. ``longitudinal 6.9% (layer 18), ...``."""
-    parts = []
-    for name, metric in zip(BARS, HEADLINE, strict=True):
-        where = int(values.get(f"{name}_at", -1))
-        unit = " (bin {})" if name == "radial" else " (layer {})"
-        parts.append(f"{name.replace('_', ' ')} {values[metric]:.1f}%" + (unit.format(where) if where >= 0 else ""))
-    return ", ".join(parts)
