@@ -329,11 +329,14 @@ def run_training(cfg: Config, store_dir: Path, out_dir: Path, *, log_metrics: Lo
     threads = torch.get_num_threads()
     if cfg.train.num_threads > 0:
         torch.set_num_threads(cfg.train.num_threads)
+    finished = False
     try:
-        return _run(cfg, Path(store_dir), Path(out_dir), info, log_metrics, evaluate, progress)
+        result = _run(cfg, Path(store_dir), Path(out_dir), info, log_metrics, evaluate, progress)
+        finished = True
+        return result
     finally:
         torch.set_num_threads(threads)  # a process-wide setting: leave it as the caller had it
-        distributed.shutdown(info)
+        distributed.shutdown(info, finished=finished)
 
 
 def _run(cfg: Config, store_dir: Path, out_dir: Path, info: distributed.DistInfo,
