@@ -12,9 +12,10 @@ them; :func:`resolve_options` checks them and fills in defaults, and the resolve
 ``ModelSpec.options`` (so a checkpoint keeps the values it was built with). A model whose generator can
 take one extra N(0, 1) latent per feature says so with ``FEATURE_NOISE = True`` (``ModelSpec.feature_noise``,
 ``train.feature_noise``; its ``build`` then takes ``feature_noise``), or, where only some of its options use
-one, with ``FEATURE_NOISE`` a function of its resolved options. A model that owned a setting before
-generic code took it over names the old key in ``FORMER_NAMES: dict[str, str]`` (old -> new), so configs
-and checkpoints written with the old key still load.
+one, with ``FEATURE_NOISE`` a function of its resolved options; one that takes several independent latents
+per feature says how many with ``NOISE_PER_FEATURE`` (an int, or a function of its resolved options). A
+model that owned a setting before generic code took it over names the old key in ``FORMER_NAMES: dict[str,
+str]`` (old -> new), so configs and checkpoints written with the old key still load.
 """
 
 from __future__ import annotations
@@ -90,8 +91,11 @@ class ModelSpec:
 
     @property
     def z_dim(self) -> int:
-        """Length of the z the generator takes: latent_dim, plus n_features with feature_noise."""
-        return self.latent_dim + (self.n_features if self.feature_noise else 0)
+        """Length of the z the generator takes: latent_dim, plus n_features times the model's
+        :func:`noise_per_feature` with feature_noise."""
+        if not self.feature_noise:
+            return self.latent_dim
+        return self.latent_dim + self.n_features * noise_per_feature(self.name, self.options)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -134,6 +138,13 @@ def takes_feature_noise(name: str, options: Mapping[str, Any] | None = None) -> 
     per-feature latent: ``FEATURE_NOISE``, or ``FEATURE_NOISE(options)`` where it is a function."""
     flag = getattr(_module(name), "FEATURE_NOISE", False)
     return bool(flag(resolve_options(name, options)) if callable(flag) else flag)
+
+
+def noise_per_feature(name: str, options: Mapping[str, Any] | None = None) -> int:
+    """How many N(0, 1) latents per feature model ``name`` takes with feature noise: its
+    ``NOISE_PER_FEATURE`` (an int, or a function of the resolved options), else 1."""
+    count = getattr(_module(name), "NOISE_PER_FEATURE", 1)
+    return int(count(resolve_options(name, options)) if callable(count) else count)
 
 
 def former_names() -> dict[str, str]:

@@ -270,11 +270,15 @@ class ImageDiscriminator(nn.Module):
         self.embed = nn.Linear(n_cond, features, bias=False)  # V of the projection term
         self.act = nn.LeakyReLU(NEGATIVE_SLOPE)
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """h (B, F): the convolutional trunk's features, before the logit."""
         h = self.act(self.stem(x.reshape(len(x), 1, self.side, self.side)))
         for conv in self.convs:
             h = self.act(conv(h))
-        h = self.act(self.dense(h.flatten(1)))
+        return self.act(self.dense(h.flatten(1)))
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        h = self.features(x)
         return self.psi(h) + (self.embed(cond) * h).sum(dim=1, keepdim=True)
 
 
