@@ -232,6 +232,10 @@ def train_step(state: TrainState, batches: Iterator[Any], *, loss: str, n_critic
                augment: bool = False) -> dict[str, torch.Tensor]:
     """One generator update after ``n_critic`` discriminator updates; returns detached scalars.
 
+    A critic that defines ``matching_loss(real, fake, cond)`` and a positive ``matching_weight`` (a model's
+    option) adds that feature-matching term to the generator's loss, against the last critic batch's real events
+    (whose conditions the generator's fakes share).
+
     With ``augment``, each real batch passes through the critic's ``augment(x, generator)`` (a random
     symmetry of the data, drawn from the state's noise generator so that a resume repeats it) when the
     critic defines one.
@@ -244,7 +248,7 @@ def train_step(state: TrainState, batches: Iterator[Any], *, loss: str, n_critic
     generator, discriminator = state.generator, state.discriminator
     latent = state.spec.z_dim
     scalars: dict[str, torch.Tensor] = {}
-    cond = torch.empty(0)
+    cond = real = torch.empty(0)
     symmetry = getattr(discriminator, "augment", None) if augment else None
     for _ in range(n_critic):
         batch = next(batches)
@@ -269,9 +273,16 @@ def train_step(state: TrainState, batches: Iterator[Any], *, loss: str, n_critic
     # D's parameters need no gradient in the generator update; freezing them skips that work
     discriminator.requires_grad_(False)
     z = torch.randn(cond.shape[0], latent, device=device, generator=state.noise)
+    matching = getattr(discriminator, "matching_loss", None)
     with _autocast(device, amp):
-        d_fake_g = discriminator(g_model(z, cond), cond)
+        fake_g = g_model(z, cond)
+        d_fake_g = discriminator(fake_g, cond)
     loss_g, g_scalars = generator_loss(loss, d_fake_g)
+    if matching is not None and getattr(discriminator, "matching_weight", 0.0) > 0:
+        # a critic with a feature-matching term compares the fakes with the last real batch (same conditions)
+        loss_match = matching(real, fake_g, cond)
+        loss_g = loss_g + loss_match
+        g_scalars["loss_match"] = loss_match.detach()
     state.opt_g.zero_grad(set_to_none=True)
     loss_g.backward()
     state.opt_g.step()
