@@ -31,7 +31,7 @@ LENSING_MODULES = ("domains/strong_lensing/", "simulators/lenstronomy_lens/", "m
 # The same for weak lensing (convergence maps conditioned on cosmology).
 WEAK_LENSING_WORDS = re.compile(r"kappa|convergence|Omega_m|sigma_8|cosmolog|pyccl|halofit|lognormal|\bnfw\b",
                                 re.IGNORECASE)
-WEAK_LENSING_MODULES = ("domains/weak_lensing/", "simulators/convergence_maps/")
+WEAK_LENSING_MODULES = ("domains/weak_lensing/", "simulators/convergence_maps/", "models/kappa_")
 
 
 def _generic_modules() -> list[Path]:

@@ -97,14 +97,14 @@ def test_spec_round_trip_rebuilds_the_same_shapes() -> None:
 
 
 def test_feature_noise_is_declared_by_the_model_and_refused_by_the_others() -> None:
-    """calo_shower, calo_param and lens_param declare FEATURE_NOISE, image_gan with instrument noise only; another model
-    gets a one-line error naming the setting."""
-    assert feature_noise_models() == ["calo_param", "calo_shower", "image_gan", "lens_param"]
+    """calo_shower, calo_param, kappa_field and lens_param declare FEATURE_NOISE, image_gan with instrument
+    noise only; another model gets a one-line error naming the setting."""
+    assert feature_noise_models() == ["calo_param", "calo_shower", "image_gan", "kappa_field", "lens_param"]
     assert takes_feature_noise("calo_shower") and not takes_feature_noise("calo_mlp")
     assert takes_feature_noise("image_gan", {"noise": "instrument"}) and not takes_feature_noise("image_gan")
     with pytest.raises(ConfigError, match=r"^train\.feature_noise: model 'calo_mlp' with these options takes no "
                                           r"per-feature noise \(models that can: calo_param, calo_shower, "
-                                          r"image_gan, lens_param\)$"):
+                                          r"image_gan, kappa_field, lens_param\)$"):
         build_models("calo_mlp", n_features=8, n_cond=1, latent_dim=4, hidden_g=8, hidden_d=8, feature_noise=True)
     spec = ModelSpec(name="calo_shower", n_features=8, n_cond=1, latent_dim=4, hidden_g=8, hidden_d=8,
                      feature_noise=True)
