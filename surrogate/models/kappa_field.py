@@ -10,7 +10,7 @@ pixels wide: its one-point distribution (how many halos of which mass fall in a 
 carry the cosmology. A convolutional generator must discover that sparse, heavy-tailed, white structure
 from scratch and in practice paints a grid pattern instead (README, "The weak-lensing quickstart").
 
-Generator, per map, from the conditions c (model space) through an MLP to the parameters, then:
+Generator, per map, from the conditions c (model space) through a two-layer MLP to the parameters, then:
 
     kappa = G + sum_k (X_k - E[X_k]) * K_k
 
@@ -33,10 +33,12 @@ whose constants are buffers (a checkpoint rebuilds the generator alone). Nothing
 Initialisation from the fitted transform only: G and the X_k share the data's pixel variance
 (scale * std)^2 half and half, G with a 1/|k| spectrum, each X_k Gaussian, each kernel a point.
 
-Critic: image_gan's convolutional projection discriminator (circular padding: the maps are periodic)
-whose features are joined by each map's summary statistics in model space, ``summary_critic``: the log
-band powers in SUMMARY_BANDS log-spaced |k| bands and the pixel values at fixed quantiles (a sorted
-map's entries, differentiable), what the validation's power-spectrum and pixel-PDF bars measure.
+Critic: image_gan's convolutional projection discriminator (circular padding: the maps are periodic;
+``conv_critic``) whose features are joined by each map's summary statistics (``summary_critic``): the
+log band powers of kappa in SUMMARY_BANDS log-spaced |k| bands and the model-space pixel values at fixed
+quantiles (a sorted map's entries, differentiable), what the validation's power-spectrum and pixel-PDF
+bars measure. With ``matching_weight`` > 0 the generator's loss adds a feature-matching term on those
+summaries, conditional on the cosmology (SummaryDiscriminator.matching_loss).
 
 What it cannot do: halo clustering and halo profiles that depend on mass (one kernel per channel, two
 channels by default), and it takes one-channel square periodic maps only.
