@@ -50,7 +50,6 @@ import math
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from surrogate.config import POSITIVE, Range
@@ -76,6 +75,8 @@ OPTIONS = {
     "spectrum_knots": Option(10, "knots of the Gaussian field's log power in log|k|", Range(2, 64)),
     "quantile_knots": Option(17, "knots of each halo channel's log dQ/dv over |v| <= 6", Range(2, 128)),
     "kernel_radius": Option(3, "halo kernels reach this many pixels from the centre", RADIUS),
+    "activation": Option("silu", "the cosmology MLP's activation: leaky_relu (piecewise linear between "
+                         "and beyond the grid points) or silu (smooth)", choices=("leaky_relu", "silu")),
     "channels_d": Option(8, "discriminator channels at full resolution, doubled per halving, capped at "
                          "train.hidden_d", POSITIVE),
     "conv_critic": Option(True, "the critic includes image_gan's convolutional trunk (circular padding); off: "
@@ -159,6 +160,7 @@ class KappaFieldGenerator(nn.Module):
         self.n_spectrum = int(opts["spectrum_knots"])
         self.n_quantile = int(opts["quantile_knots"])
         self.trunk = nn.ModuleList([nn.Linear(n_cond, hidden), nn.Linear(hidden + n_cond, hidden)])
+        self.act = nn.SiLU() if opts["activation"] == "silu" else nn.LeakyReLU(NEGATIVE_SLOPE)
         self.head = nn.Linear(hidden + n_cond, self.n_spectrum + self.channels * (self.n_quantile + self.n_classes))
 
     def load_transform(self, transform: dict[str, Any]) -> None:
@@ -175,8 +177,8 @@ class KappaFieldGenerator(nn.Module):
         """The map model at conditions ``cond``: log S at the knots (B, S), log dQ/dv at the knots
         (B, K, Q) and kernel weights per distance class (B, K, D), each kernel summing to one."""
         c = cond.float()
-        h = F.leaky_relu(self.trunk[0](c), NEGATIVE_SLOPE)
-        h = F.leaky_relu(self.trunk[1](torch.cat([h, c], dim=1)), NEGATIVE_SLOPE)
+        h = self.act(self.trunk[0](c))
+        h = self.act(self.trunk[1](torch.cat([h, c], dim=1)))
         out = self.head(torch.cat([h, c], dim=1))
         s, rest = out[:, :self.n_spectrum], out[:, self.n_spectrum:].reshape(len(c), self.channels, -1)
         g, logits = rest[..., :self.n_quantile], rest[..., self.n_quantile:]
