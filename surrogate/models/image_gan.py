@@ -78,14 +78,15 @@ def FEATURE_NOISE(options: dict[str, Any]) -> bool:  # the registry reads this n
     return options.get("noise") == "instrument"
 
 
-def image_shape(n_features: int, event_shape: tuple[int, ...]) -> tuple[int, int]:
-    """(H, W) of the images: ``event_shape``, or a square of ``n_features`` pixels when it is ()."""
+def image_shape(n_features: int, event_shape: tuple[int, ...], model: str = "image_gan") -> tuple[int, int]:
+    """(H, W) of the images: ``event_shape``, or a square of ``n_features`` pixels when it is (); the error
+    names ``model``, the model that needs them."""
     side = math.isqrt(n_features)
     shape = tuple(int(v) for v in event_shape) or (side, side)
     ok = (len(shape) == 2 and shape[0] == shape[1] and shape[0] >= MIN_SIDE
           and shape[0] & (shape[0] - 1) == 0 and shape[0] * shape[1] == n_features)
     if not ok:
-        raise ConfigError(f"train.model: image_gan takes square images whose side is a power of two >= "
+        raise ConfigError(f"train.model: {model} takes square images whose side is a power of two >= "
                           f"{MIN_SIDE}, got event shape {shape or ()} for {n_features} features")
     return shape[0], shape[1]
 

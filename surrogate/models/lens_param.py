@@ -178,7 +178,7 @@ def build(*, n_features: int, n_cond: int, latent_dim: int, hidden_g: int, hidde
         raise ConfigError(f"train.model: lens_param takes the smooth tier's {N_COND} conditions, the store has "
                           f"{n_cond} (substructure tiers: use image_gan)")
     opts = {key: option.default for key, option in OPTIONS.items()} | dict(options or {})
-    side, _ = image_shape(n_features, event_shape)
+    side, _ = image_shape(n_features, event_shape, "lens_param")
     with torch.random.fork_rng(devices=[]):
         g = NuisanceGenerator(side, latent_dim, hidden_g, InstrumentNoise(transform))
         d = ImageDiscriminator(side, n_cond, opts["channels_d"], hidden_d, circular=False)
