@@ -132,10 +132,10 @@ class KappaFieldGenerator(nn.Module):
         k = _mode_k(side)
         k_max = float(k.max())
         self.register_buffer("log_k", torch.log(k.clamp(min=1.0)).float())
+        offset = torch.fft.fftfreq(side, dtype=torch.float64) * side  # signed periodic offsets 0, 1, ..., -1
+        d2 = (offset[:, None] ** 2 + offset[None, :] ** 2).round().long()  # also |k|^2 of the full-plane modes
         # base spectrum 1/|k| with unit pixel variance: var = (1 / N^2) sum over all N^2 modes of S
-        full = torch.hypot(*torch.meshgrid(torch.fft.fftfreq(side, dtype=torch.float64) * side,
-                                           torch.fft.fftfreq(side, dtype=torch.float64) * side, indexing="ij"))
-        norm = float((1.0 / full[full > 0]).sum()) / side**2
+        norm = float((1.0 / d2[d2 > 0].double().sqrt()).sum()) / side**2
         base = torch.where(k > 0, -torch.log(k.clamp(min=1.0)) - math.log(norm), torch.full_like(k, -math.inf))
         self.register_buffer("base_log_s", base.float())
         self.register_buffer("s_knots", torch.linspace(0.0, math.log(k_max), int(opts["spectrum_knots"])))
@@ -143,8 +143,6 @@ class KappaFieldGenerator(nn.Module):
         self.register_buffer("v_knots", torch.linspace(-V_MAX, V_MAX, int(opts["quantile_knots"])))
         # kernel: each pixel of the periodic grid within the radius belongs to the class of its distance
         radius = int(opts["kernel_radius"])
-        offset = torch.fft.fftfreq(side, dtype=torch.float64) * side  # signed periodic offsets 0, 1, ..., -1
-        d2 = (offset[:, None] ** 2 + offset[None, :] ** 2).round().long()
         classes = torch.unique(d2[d2 <= radius * radius])
         lookup = torch.full((int(d2.max()) + 1,), len(classes), dtype=torch.long)
         lookup[classes] = torch.arange(len(classes))
@@ -306,11 +304,12 @@ class SummaryDiscriminator(nn.Module):
             self.std.fill_(float(transform["std"]))
 
     def matching_loss(self, real: torch.Tensor, fake: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        """The generator's feature-matching term: weight * mean over (phi, statistic) of
-        (mean_b phi(c_b) (s(fake_b) - s(real_b)))^2, phi(c) = (1, c, the products c_i c_j), s the summaries;
-        real and fake rows share their conditions, so this matches the summaries' conditional means to
-        second order in the conditions (Salimans et al. 2016, arXiv:1606.03498, sec. 3.1, on fixed
-        physics features instead of the critic's)."""
+        """The generator's feature-matching term: weight * mean over (phi, statistic) of m_1 m_2, where m_h =
+        mean over half h of the batch of phi(c_b) (s(fake_b) - s(real_b)), phi = :func:`condition_basis`
+        and s the summaries (band powers relative to the real batch's mean, pixel quantiles). Real and fake
+        rows share their conditions, so this matches the summaries' conditional means to second order per
+        condition column (Salimans et al. 2016, arXiv:1606.03498, sec. 3.1, on fixed physics features
+        instead of the critic's)."""
         with torch.autocast(fake.device.type, enabled=False):
             phi = condition_basis(cond.float())
             # band powers relative to the real batch's mean (not their logs: a log's mean depends on the
@@ -351,7 +350,7 @@ def build(*, n_features: int, n_cond: int, latent_dim: int, hidden_g: int, hidde
         raise ConfigError("train.feature_noise: kappa_field draws its random fields from per-pixel latents; "
                           "set train.feature_noise=true")
     opts = {key: option.default for key, option in OPTIONS.items()} | dict(options or {})
-    side, _ = image_shape(n_features, event_shape)
+    side, _ = image_shape(n_features, event_shape, "kappa_field")
     if not (opts["conv_critic"] or opts["summary_critic"]):
         raise ConfigError("train.model_options: kappa_field's critic needs conv_critic or summary_critic (or both)")
     if 2 * int(opts["kernel_radius"]) + 1 > side:
