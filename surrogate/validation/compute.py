@@ -125,7 +125,9 @@ class Prepared:
     low_level: (N, D) the classifier's low-level inputs, or None where only cheap metrics run;
     cond: (N, n_cond) the physical conditions (metrics that compare per condition, parameter recovery);
     fit: (low-level inputs (M, D), conditions (M, n_cond)) of a separate, larger sample of the same kind that
-      a metric may train on (a classifier), so that the events above stay held out; None = none given.
+      a metric may train on (a classifier), so that the events above stay held out; None = none given;
+    full: the same sample before the report subsampled it to the compared size, for metrics that see every
+      event (Metric.every_event); None = these are all of its events.
     """
 
     obs: Observables
@@ -133,6 +135,7 @@ class Prepared:
     low_level: np.ndarray | None = None
     cond: np.ndarray | None = None
     fit: tuple[np.ndarray, np.ndarray] | None = None
+    full: Prepared | None = None
 
     @classmethod
     def of(cls, domain: Domain, data: np.ndarray, cond: np.ndarray, *, low_level: bool) -> Prepared:
@@ -163,6 +166,9 @@ class Metric:
     source: str  # "protocol": defined by the domain's reference protocol (Domain.protocol); "ours": added here
     in_training: bool  # cheap enough for the in-training validation
     compute: Callable[[list[HistogramSpec], Prepared, Prepared, ValidateConfig, int], MetricResult]
+    # compares per-condition means, whose estimate is unbiased at any sample size: it sees every event of
+    # the compared sample (Prepared.full), not the subsample of the floor's size (surrogate.validation.report)
+    every_event: bool = False
 
 
 def _separation(specs: list[HistogramSpec], ref: Prepared, other: Prepared, cfg: ValidateConfig,
@@ -238,7 +244,8 @@ def compare(specs: list[HistogramSpec], ref: Prepared, other: Prepared, cfg: Val
     for metric in metrics:
         if in_training_only and not metric.in_training:
             continue
-        got, more = metric.compute(specs, ref, other, cfg, metric_seed(cfg.seed, metric.name))
+        sample = other.full if metric.every_event and other.full is not None else other
+        got, more = metric.compute(specs, ref, sample, cfg, metric_seed(cfg.seed, metric.name))
         values.update(got)
         details.update(more)
         if tick is not None:

@@ -18,6 +18,9 @@ full generated sample? Most metrics are biased upward at small n (FPD by ~d/n, s
 the histogram noise, the classifier by overfitting): a floor at n events is only a floor for a
 comparison at n events. Where the generated file holds exactly the reference's conditions row by row,
 the generated events kept are those at B's rows, so surrogate and floor see the same conditions.
+The exception: a metric of per-condition means (``Metric.every_event``, e.g. a power spectrum per
+condition), whose estimate is unbiased at any n and whose noise is what its bar must stay
+clear of, sees every event of B and of the generated file, as do the domain's plots when it has one.
 
 Training samples (``fit_samples``: a reference sample and a generated sample at the same conditions row by
 row, e.g. the training split and images generated for its conditions). Classifiers learn better from
@@ -308,6 +311,16 @@ def validate_files(domain: Domain, generated_path: str | Path, reference_path: s
     columns: dict[str, Prepared] = {FLOOR: b_sample.prepared(domain, rows[FLOOR]),
                                     SURROGATE: samples["generated"].prepared(domain, rows["generated"])}
     columns.update({name: samples[name].prepared(domain, rows[name]) for name in baselines})
+    # metrics of per-condition means see every event of a compared sample: all of B, the whole generated file
+    every_event = any(metric.every_event for metric in domain.metrics)
+    whole = {FLOOR: (b_sample, b_rows), SURROGATE: (samples["generated"], None),
+             **{name: (samples[name], None) for name in baselines}}
+    subsampled = {FLOOR: b_keep is not None, SURROGATE: rows["generated"] is not None,
+                  **{name: rows[name] is not None for name in baselines}}
+    if every_event:
+        for column, (sample, sample_rows) in whole.items():
+            if subsampled[column]:
+                columns[column] = dataclasses.replace(columns[column], full=sample.prepared(domain, sample_rows))
     n_ref = len(ref_a.high_level)
     n_fit = 0
     if fit_samples is not None:
@@ -344,8 +357,9 @@ def validate_files(domain: Domain, generated_path: str | Path, reference_path: s
     plot_paths = plots.plot_histograms(specs, ref_a.obs, {k: v.obs for k, v in columns.items()}, results,
                                        out_dir, layout)
     plot_paths.append(plots.plot_profiles(ref_a.obs, {k: v.obs for k, v in columns.items()}, out_dir, layout))
-    events = {FLOOR: (b_sample, rows[FLOOR]), SURROGATE: (samples["generated"], rows["generated"]),
-              **{name: (samples[name], rows[name]) for name in baselines}}
+    events = whole if every_event else {FLOOR: (b_sample, rows[FLOOR]), SURROGATE: (samples["generated"],
+                                                                                rows["generated"]),
+                                        **{name: (samples[name], rows[name]) for name in baselines}}
     plot_paths += domain.extra_plots(ref.events(a_rows), {c: s.events(r) for c, (s, r) in events.items()}, out_dir)
     timings["plots"] = time.perf_counter() - t
     t = time.perf_counter()

@@ -3,6 +3,8 @@ passes them, a field 10% too large in amplitude or smoothed too much fails them,
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -85,3 +87,24 @@ def test_the_registry_scores_every_column_with_features_histograms_and_distances
         assert np.isfinite(values[name]), name
     assert ref.high_level.shape[1] == 4 + validation.N_POWER + (len(validation.NU_EDGES) - 1) \
         + 3 * len(validation.NU_THRESHOLDS)
+
+
+def test_the_per_cosmology_bars_see_every_event_of_a_subsampled_sample(
+        reference: tuple[np.ndarray, np.ndarray]) -> None:
+    """The report subsamples a generated file to the floor's size for the distances (FPD, KPD, PRDC), but
+    the per-cosmology means see all of it (Metric.every_event): their noise is what the bars must clear."""
+    domain = DOMAIN.configured(SimulateConfig(num_pix=SIDE))
+    whole = sample(200, seed=2)
+    rows = np.concatenate([np.arange(i * 200, i * 200 + 10) for i in range(len(POINTS))])
+    few = (whole[0][rows], whole[1][rows])
+    ref = Prepared.of(domain, *reference, low_level=True)
+    other = dataclasses.replace(Prepared.of(domain, *few, low_level=True),
+                                full=Prepared.of(domain, *whole, low_level=True))
+    per_cosmology = next(m for m in domain.metrics if m.name == "per_cosmology")
+    fpd = next(m for m in domain.metrics if m.name == "fpd")
+    assert per_cosmology.every_event and not fpd.every_event
+    values, _ = compare([], ref, other, ValidateConfig(fpd_min_samples=20), [per_cosmology, fpd])
+    assert values["power_max_dev_pct"] == stats_of(reference, whole)["power_max_dev_pct"]
+    assert values["power_max_dev_pct"] < 5.0 < stats_of(reference, few)["power_max_dev_pct"]  # 10 maps: ~7% noise
+    alone, _ = compare([], ref, Prepared.of(domain, *few, low_level=True), ValidateConfig(fpd_min_samples=20), [fpd])
+    assert values["fpd_x1e3"] == alone["fpd_x1e3"]  # the distance saw the 30 compared maps only

@@ -286,7 +286,7 @@ def _recovery() -> Any:
 def metrics(map_size_deg: float) -> tuple[Metric, ...]:
     per_cosmo = Metric("per_cosmology", "per-cosmology power spectrum, peaks, Minkowski functionals",
                        ("power_max_dev_pct", "peaks_frac_outside_1sigma", "mf_frac_outside_1sigma", "n_cosmologies"),
-                       "ours", True, _per_cosmology_metric(map_size_deg))
+                       "ours", True, _per_cosmology_metric(map_size_deg), every_event=True)
     recovery = Metric("cosmology_recovery", "cosmology recovery (regression CNN)",
                       ("Omega_m_bias_over_scatter", "sigma_8_bias_over_scatter"), "ours", False, _recovery())
     standard = [FPD, KPD, PRDC_METRIC]
