@@ -150,6 +150,10 @@ class GenerateConfig:
     conditions_from: str = ""  # file whose conditions to reuse; empty = this run's held-out test split
     conditions: tuple[float, ...] = ()  # physical condition rows, flattened (the domain's units), n_events each
     batch_size: int = 1000  # events per generator call and per write to disk
+    # the condition rows this many times over, block after block (the held-out file's too): more generated
+    # events per condition, so metrics of per-condition means (Metric.every_event) carry less
+    # of the surrogate's sample noise than of the reference's
+    repeat: int = 1
     use_ema: bool = True  # sample from the EMA generator
     extrapolate: bool = False  # allow conditions outside the training range (with a warning) instead of refusing
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -162,7 +166,7 @@ class GenerateConfig:
     fit_events: int = 0
 
     RANGES: ClassVar[dict[str, Range]] = {"n_events": NON_NEGATIVE, "batch_size": POSITIVE, "seed": SEED,
-                                          "fit_events": NON_NEGATIVE}
+                                          "fit_events": NON_NEGATIVE, "repeat": Range(1, 1000)}
 
     def __post_init__(self) -> None:
         from surrogate.baselines import get_baseline

@@ -342,6 +342,7 @@ def run_generate(cfg: Config, run_dir: Path, *, tracker: Any = None, progress: b
             cond = read_conditions(domain, cond_path)
             cond = cond[:gcfg.n_events] if gcfg.n_events else cond
             source = str(cond_path)
+        cond = np.tile(cond, (gcfg.repeat, 1))  # the file keeps conditions_from a path: attributes derive from it
         path = out / "generated.h5"
         say(f"generate: {len(cond)} events from {ckpt_path} -> {path}")
         with warnings.catch_warnings(record=True) as caught:  # shown as one status line, not Python's two
@@ -354,7 +355,8 @@ def run_generate(cfg: Config, run_dir: Path, *, tracker: Any = None, progress: b
         domain.write_events(path, _progress(blocks, len(cond), gcfg.batch_size, progress, "generate"),
                             len(cond), {"generator": str(ckpt_path), "generator_step": sur.step,
                                         "seed": gcfg.seed, "use_ema": gcfg.use_ema, "conditions_from": source,
-                                        "simulator": "surrogate GAN"}, dtype=gcfg.dtype)
+                                        "conditions_repeat": gcfg.repeat, "simulator": "surrogate GAN"},
+                            dtype=gcfg.dtype)
         seconds = time.perf_counter() - t_gen
         metrics = {"n_events": float(len(cond)), "seconds": seconds,
                    "ms_per_event": 1e3 * seconds / max(len(cond), 1)}
@@ -363,7 +365,7 @@ def run_generate(cfg: Config, run_dir: Path, *, tracker: Any = None, progress: b
             metrics["fit_events"] = float(_generate_fit_sample(sur, ckpt_path, domain, store_dir, gcfg, out, progress))
             outputs["fit"] = out / FIT_SAMPLE
         if heldout is not None:
-            cond_h = read_conditions(domain, heldout)
+            cond_h = np.tile(read_conditions(domain, heldout), (gcfg.repeat, 1))
             path_h = out / HELDOUT_GENERATED
             say(f"generate: {len(cond_h)} events for the held-out conditions of {heldout} -> {path_h}")
             blocks = sur.iter_generate(cond_h, seed=gcfg.seed + 1, batch_size=gcfg.batch_size,
@@ -371,7 +373,8 @@ def run_generate(cfg: Config, run_dir: Path, *, tracker: Any = None, progress: b
             domain.write_events(path_h, _progress(blocks, len(cond_h), gcfg.batch_size, progress, "generate"),
                                 len(cond_h), {"generator": str(ckpt_path), "generator_step": sur.step,
                                               "seed": gcfg.seed + 1, "use_ema": gcfg.use_ema,
-                                              "conditions_from": str(heldout), "simulator": "surrogate GAN"},
+                                              "conditions_from": str(heldout), "conditions_repeat": gcfg.repeat,
+                                              "simulator": "surrogate GAN"},
                                 dtype=gcfg.dtype)
             outputs["heldout"] = path_h
             metrics["n_heldout_events"] = float(len(cond_h))

@@ -191,6 +191,26 @@ def test_generate_from_a_logged_model(finished_run: tuple[Path, str, int], tmp_p
         np.testing.assert_array_equal(f["incident_energies"][:, 0], np.full(5, 1200.0, dtype=np.float32))
 
 
+def test_generate_repeats_the_condition_rows_block_after_block(finished_run: tuple[Path, str, int],
+                                                                 tmp_path: Path) -> None:
+    """generate.repeat=3: the test split's conditions three times over, each block a fresh draw."""
+    run_dir, uri, _ = finished_run
+    out = tmp_path / "repeat"
+    code = main(["generate", str(QUICKSTART), "--quiet", "--out", str(out), "--tracking-uri", uri,
+                 "--set", f"generate.checkpoint={run_dir / 'train/checkpoints/last.pt'}",
+                 "--set", f"generate.conditions_from={run_dir / 'prepare/reference_test.h5'}",
+                 "--set", "generate.repeat=3", "--set", "generate.baselines=[]"])
+    assert code == 0
+    with h5py.File(run_dir / "prepare/reference_test.h5") as f:
+        energies = f["incident_energies"][:, 0]
+    with h5py.File(out / "generate/generated.h5") as f:
+        np.testing.assert_array_equal(f["incident_energies"][:, 0], np.tile(energies, 3))
+        assert int(f.attrs["conditions_repeat"]) == 3
+        showers = f["showers"][:]
+    n = len(energies)
+    assert not np.array_equal(showers[:n], showers[n:2 * n])  # new latents for every block
+
+
 def _free_port() -> int:
     import socket
 
