@@ -203,3 +203,72 @@ def test_feature_matching_learns_the_amplitude_of_a_known_spectrum_per_condition
             ratio = (d.band_power(fake).mean(dim=0) / d.band_power(real[c]).mean(dim=0)).numpy()
         populated = d.band_count.numpy() >= 8
         assert np.all(np.abs(ratio[populated] - 1.0) < 0.15), (c, ratio)
+
+
+def test_smoothed_quantiles_are_those_of_the_validations_smoothing() -> None:
+    """smoothing_px: the critic's smoothed-map quantiles equal those of the maps smoothed as the validation
+    smooths them (observables.smooth, scipy's sampled Gaussian), at a sub-pixel sigma where a continuous
+    Gaussian's transform would differ by ~2x at the Nyquist frequency."""
+    from surrogate.domains.weak_lensing import observables as obs
+    from surrogate.models.kappa_field import SUMMARY_QUANTILES
+
+    g, d = build(smoothing_px=0.6)
+    z, c = latents(4), torch.zeros(4, 2)
+    with torch.no_grad():
+        x = g(z, c)
+        got = d.quantiles(x)[:, len(SUMMARY_QUANTILES):].double().numpy()
+        kappa_over_scale = g.kappa(z, c).double().numpy() / TRANSFORM["scale"]
+    pixel_arcmin = 3.5 * 60 / SIDE
+    smooth = obs.smooth(kappa_over_scale, 0.6 * pixel_arcmin, 3.5).reshape(4, -1)
+    index = [round(q * (SIDE * SIDE - 1)) for q in SUMMARY_QUANTILES]
+    expected = (np.arcsinh(np.sort(smooth, axis=1)[:, index]) - TRANSFORM["mean"]) / TRANSFORM["std"]
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4)
+    assert d.summary_statistics(x).shape == (4, 12 + 2 * len(SUMMARY_QUANTILES))
+
+
+def test_the_matching_term_weighs_every_grid_cosmology_alike() -> None:
+    """On a 3 x 3 grid, maps 20% brighter at the centre cosmology only and at a corner only cost the same
+    (the whitened basis). The raw Legendre basis, orthonormal for uniform conditions, not for a grid,
+    weighs the centre's error 16x less: the quickstart's centre cosmology was its worst."""
+    from surrogate.models.kappa_field import whitened
+
+    g, d = build(matching_weight=1.0)
+    grid = torch.tensor([-1.0, 0.0, 1.0])
+    c = torch.cartesian_prod(grid, grid).repeat(16, 1)  # 144 rows, 16 per cosmology, every half balanced
+    c = torch.cat([c[0::2], c[1::2]])  # halves of 72 rows: 8 of each cosmology
+    z = latents(len(c))
+    with torch.no_grad():
+        real = g(z, c)
+        kappa = g.kappa(z, c).reshape(len(c), -1)
+
+        def brighter_at(point: tuple[float, float]) -> float:
+            at = (c == torch.tensor(point)).all(dim=1)
+            k = torch.where(at[:, None], 1.2 * kappa, kappa)
+            fake = ((torch.asinh(k / g.scale) - g.mean) / g.std).float()
+            return d.matching_loss(real, fake, c).item()
+
+        centre, corner = brighter_at((0.0, 0.0)), brighter_at((1.0, 1.0))
+    assert centre > 0 and centre == pytest.approx(corner, rel=0.25)  # the same up to the two cosmologies' maps
+    phi = whitened(condition_basis(c)).double()
+    torch.testing.assert_close(phi.T @ phi / len(c), torch.eye(9, dtype=torch.float64), rtol=0, atol=1e-6)
+    raw = condition_basis(c).double()
+    weight = lambda point: (raw[(c == torch.tensor(point)).all(dim=1)][0] ** 2).sum().item()  # noqa: E731
+    assert weight((1.0, 1.0)) / weight((0.0, 0.0)) == pytest.approx(16.0, rel=1e-5)
+
+
+
+def test_log_condition_features_are_the_conditions_logarithms_over_the_box() -> None:
+    """condition_features=log: (Omega_m, sigma_8) = (0.2, 0.6) and (0.4, 1.0), the box's corners, map to -1
+    and +1, their geometric means to 0, Omega_m = 0.3 to 2 log(1.5) / log(2) - 1; a box reaching zero or
+    below is refused."""
+    g, _ = build(condition_features="log")
+    raw = torch.tensor([[0.2, 0.6], [0.4, 1.0], [math.sqrt(0.08), math.sqrt(0.6)], [0.3, 0.8]], dtype=torch.float64)
+    lo, hi = torch.tensor(TRANSFORM["cond_lo"]), torch.tensor(TRANSFORM["cond_hi"])
+    model_space = 2 * (raw - lo) / (hi - lo) - 1
+    expected = torch.tensor([[-1.0, -1.0], [1.0, 1.0], [0.0, 0.0],
+                             [2 * math.log(1.5) / math.log(2) - 1, 2 * math.log(0.8 / 0.6) / math.log(1 / 0.6) - 1]])
+    torch.testing.assert_close(g.features(model_space), expected.float(), rtol=0, atol=1e-6)
+    linear, _ = build()
+    torch.testing.assert_close(linear.features(model_space), model_space.float())
+    with pytest.raises(ConfigError, match="condition_features"):
+        build({**TRANSFORM, "cond_lo": [0.0, 0.6]}, condition_features="log")
