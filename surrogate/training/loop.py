@@ -234,7 +234,9 @@ def train_step(state: TrainState, batches: Iterator[Any], *, loss: str, n_critic
 
     A critic that defines ``matching_loss(real, fake, cond)`` and a positive ``matching_weight`` (a model's
     option) adds that feature-matching term to the generator's loss, against the last critic batch's real events
-    (whose conditions the generator's fakes share).
+    (whose conditions the generator's fakes share). One whose ``interpolation_conditions(cond, noise)`` returns
+    conditions draws the generator's maps there too, in the same pass, and adds its
+    ``interpolation_loss(real, cond, maps, conditions)``.
 
     With ``augment``, each real batch passes through the critic's ``augment(x, generator)`` (a random
     symmetry of the data, drawn from the state's noise generator so that a resume repeats it) when the
@@ -262,7 +264,9 @@ def train_step(state: TrainState, batches: Iterator[Any], *, loss: str, n_critic
         with _autocast(device, amp):
             with torch.no_grad():
                 fake = generator(z, cond)
-            logits = d_model(torch.cat([real, fake.to(real.dtype)]), torch.cat([cond, cond]))
+            both = torch.cat([real, fake.to(real.dtype)])
+            logits = d_model(both, torch.cat([cond, cond]))
+        real = both[:n]  # the same values, as a view of what the critic saw (a critic may cache per input)
         d_real, d_fake = logits[:n], logits[n:]
         gp = (gradient_penalty(discriminator, real, fake, cond, state.noise) if loss == "wgan_gp" else None)
         loss_d, scalars = discriminator_loss(loss, d_real, d_fake, gp=gp, gp_weight=gp_weight)
@@ -272,10 +276,15 @@ def train_step(state: TrainState, batches: Iterator[Any], *, loss: str, n_critic
 
     # D's parameters need no gradient in the generator update; freezing them skips that work
     discriminator.requires_grad_(False)
-    z = torch.randn(cond.shape[0], latent, device=device, generator=state.noise)
+    between = getattr(discriminator, "interpolation_conditions", None)
+    interpolation = getattr(discriminator, "interpolation_loss", None)
+    cond_between = between(cond, state.noise) if between is not None and interpolation is not None else None
+    cond_g = cond if cond_between is None else torch.cat([cond, cond_between])
+    z = torch.randn(cond_g.shape[0], latent, device=device, generator=state.noise)
     matching = getattr(discriminator, "matching_loss", None)
     with _autocast(device, amp):
-        fake_g = g_model(z, cond)
+        fake_all = g_model(z, cond_g)
+        fake_g = fake_all[:len(cond)]
         d_fake_g = discriminator(fake_g, cond)
     loss_g, g_scalars = generator_loss(loss, d_fake_g)
     if matching is not None and getattr(discriminator, "matching_weight", 0.0) > 0:
@@ -283,6 +292,12 @@ def train_step(state: TrainState, batches: Iterator[Any], *, loss: str, n_critic
         loss_match = matching(real, fake_g, cond)
         loss_g = loss_g + loss_match
         g_scalars["loss_match"] = loss_match.detach()
+    if cond_between is not None and interpolation is not None:
+        # a critic that asks for maps between the batch's conditions matches their summaries to the reference's,
+        # interpolated (one generator pass draws both, so a DDP wrapper sees one forward per backward)
+        loss_between = interpolation(real, cond, fake_all[len(cond):], cond_between)
+        loss_g = loss_g + loss_between
+        g_scalars["loss_interpolation"] = loss_between.detach()
     state.opt_g.zero_grad(set_to_none=True)
     loss_g.backward()
     state.opt_g.step()

@@ -272,3 +272,108 @@ def test_log_condition_features_are_the_conditions_logarithms_over_the_box() -> 
     torch.testing.assert_close(linear.features(model_space), model_space.float())
     with pytest.raises(ConfigError, match="condition_features"):
         build({**TRANSFORM, "cond_lo": [0.0, 0.6]}, condition_features="log")
+
+
+def _white_maps(c: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(model-space maps, kappa amplitude) of white-noise kappa whose variance a(c)^2 is a quadratic in
+    each condition column: every band's mean power of kappa / scale is (a / scale)^2 exactly."""
+    a2 = TRANSFORM["scale"] ** 2 * (1.0 + 0.4 * c[:, 0] + 0.3 * c[:, 1] ** 2 - 0.2 * c[:, 0] * c[:, 1])
+    kappa = a2.sqrt()[:, None] * torch.randn(len(c), SIDE * SIDE, generator=gen, dtype=torch.float64)
+    x = ((torch.asinh(kappa / TRANSFORM["scale"]) - TRANSFORM["mean"]) / TRANSFORM["std"]).float()
+    return x, a2 / TRANSFORM["scale"] ** 2
+
+
+def _grid_batches(d: Any, gen: torch.Generator, n: int) -> None:
+    grid = torch.tensor([-1.0, 0.0, 1.0])
+    nodes = torch.cartesian_prod(grid, grid)
+    for _ in range(n):
+        c = nodes[torch.randint(0, 9, (64,), generator=gen)]
+        d.observe_reference(_white_maps(c, gen)[0], c)
+
+
+def test_the_interpolated_summaries_are_the_references_between_grid_points() -> None:
+    """Reference batches at a 3 x 3 grid only, whose band powers are a known quadratic in the conditions:
+    the running fit gives that quadratic's values between the grid points (within 3%, the sample noise of
+    ~100 batches' worth of maps), where a bilinear fit through the corners would be 30% off at the centre,
+    and the real batch's own median quantile (0 for symmetric noise)."""
+    _, d = build(matching_weight=1.0, interpolation_maps=8, interpolation_weight=1.0)
+    gen = torch.Generator().manual_seed(0)
+    _grid_batches(d, gen, 300)
+    between = torch.tensor([[0.5, 0.5], [-0.5, 0.25], [0.0, 0.0], [0.7, -0.9]])
+    target = d.interpolated_summaries(between)
+    _, truth = _white_maps(between, gen)
+    populated = d.band_count >= 8
+    ratio = target[:, :12][:, populated] / truth[:, None].float()
+    assert torch.all((ratio - 1).abs() < 0.03), ratio
+    from surrogate.models.kappa_field import SUMMARY_QUANTILES
+    median = 12 + SUMMARY_QUANTILES.index(0.5)
+    assert torch.all((target[:, median] - (-TRANSFORM["mean"] / TRANSFORM["std"])).abs() < 0.01)
+
+
+def test_the_interpolation_term_is_unbiased_and_sees_an_error_between_grid_points() -> None:
+    """Between the grid points, maps drawn from the truth cost nothing on average (two maps per condition:
+    the product of their errors is unbiased), while maps 20% brighter in kappa cost a clearly positive
+    amount whose gradient lowers the brightness."""
+    _, d = build(matching_weight=1.0, interpolation_maps=64, interpolation_weight=1.0)
+    gen = torch.Generator().manual_seed(1)
+    _grid_batches(d, gen, 300)
+    real = _white_maps(torch.zeros(64, 2), gen)[0]
+    real_cond = torch.zeros(64, 2)
+    honest, bright = [], []
+    for _ in range(20):
+        c = d.interpolation_conditions(torch.tensor([[-1.0, -1.0], [1.0, 1.0]]), gen)
+        assert c is not None and c.shape == (64, 2) and torch.equal(c[:32], c[32:])
+        x, _ = _white_maps(c, gen)
+        honest.append(d.interpolation_loss(real, real_cond, x, c).item())
+        gain = torch.tensor(1.2, dtype=torch.float64, requires_grad=True)
+        kappa = gain * TRANSFORM["scale"] * torch.sinh(x.double() * TRANSFORM["std"] + TRANSFORM["mean"])
+        fake = ((torch.asinh(kappa / TRANSFORM["scale"]) - TRANSFORM["mean"]) / TRANSFORM["std"]).float()
+        loss = d.interpolation_loss(real, real_cond, fake, c)
+        loss.backward()
+        assert gain.grad is not None and gain.grad.item() > 0
+        bright.append(loss.item())
+    assert abs(np.mean(honest)) < 0.1 * np.mean(bright)
+    assert np.mean(bright) > 0.005
+
+
+def test_interpolation_needs_two_maps_per_condition_and_the_matching_term() -> None:
+    with pytest.raises(ConfigError, match=r"interpolation_maps: expected an even number.*got 7"):
+        build(interpolation_maps=7, interpolation_weight=1.0, matching_weight=1.0)
+    with pytest.raises(ConfigError, match=r"interpolation_weight: .* needs matching_weight > 0"):
+        build(interpolation_maps=8, interpolation_weight=1.0)
+    with pytest.raises(ConfigError, match=r"interpolation_weight: .* set interpolation_maps > 0"):
+        build(interpolation_weight=1.0, matching_weight=1.0)
+    _, d = build(interpolation_maps=8)  # no weight: the term is off and draws nothing
+    assert d.interpolation_conditions(torch.zeros(4, 2), torch.Generator()) is None
+
+
+def test_with_the_running_fit_a_relative_power_error_weighs_alike_at_faint_and_bright_cosmologies() -> None:
+    """Maps 10% brighter (in kappa) at the faintest grid point only, and at the brightest only (3.2x its
+    power): with the interpolation term's running fit, the matching term divides each row's band powers by
+    the reference's at its cosmology and both errors cost the same (within 25%); divided by the batch's
+    mean power, the faint point's costs ~6x less, and the validation's per-cosmology bar failed there."""
+    gen = torch.Generator().manual_seed(3)
+    grid = torch.tensor([-1.0, 0.0, 1.0])
+    c = torch.cartesian_prod(grid, grid).repeat(16, 1)
+    c = torch.cat([c[0::2], c[1::2]])  # halves of 72 rows: 8 of each cosmology
+    faint, bright = (-1.0, 0.0), (1.0, -1.0)  # a^2 = 0.6 and 1.9 (_white_maps)
+
+    def costs(**options: Any) -> tuple[float, float]:
+        _, d = build(matching_weight=1.0, **options)
+        if options:
+            _grid_batches(d, gen, 200)
+        real, _ = _white_maps(c, gen)
+        kappa = TRANSFORM["scale"] * torch.sinh(real.double() * TRANSFORM["std"] + TRANSFORM["mean"])
+
+        def brighter_at(point: tuple[float, float]) -> float:
+            at = (c == torch.tensor(point)).all(dim=1)
+            k = torch.where(at[:, None], 1.1 * kappa, kappa)
+            fake = ((torch.asinh(k / TRANSFORM["scale"]) - TRANSFORM["mean"]) / TRANSFORM["std"]).float()
+            return d.matching_loss(real, fake, c).item()
+
+        return brighter_at(faint), brighter_at(bright)
+
+    fitted = costs(interpolation_maps=8, interpolation_weight=1.0)
+    assert fitted[0] > 0 and fitted[0] == pytest.approx(fitted[1], rel=0.25)
+    plain = costs()
+    assert plain[1] / plain[0] > 4
