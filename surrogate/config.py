@@ -113,6 +113,9 @@ class TrainConfig:
     beta2: float = 0.9  # Adam beta2 (both networks)
     gp_weight: float = 10.0  # gradient-penalty weight (wgan_gp only)
     ema_decay: float = 0.999  # decay of the generator's exponential moving average
+    # fraction of train.steps after which both learning rates fall linearly, reaching 1/(steps left) of their
+    # value at the last step (pix2pix and CycleGAN's schedule); 1 = constant
+    lr_decay_start: float = 1.0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = True  # mixed precision (bfloat16 autocast) when on CUDA; ignored on CPU
     checkpoint_every: int = 500  # steps between checkpoints (the last step is always saved)
@@ -132,6 +135,7 @@ class TrainConfig:
                          "checkpoint_every", "log_every", "buffer_blocks", "validate_events"), POSITIVE),
         "lr_g": Range(0, 1, lo_open=True), "lr_d": Range(0, 1, lo_open=True),
         "beta1": FRACTION, "beta2": FRACTION, "gp_weight": NON_NEGATIVE, "ema_decay": FRACTION,
+        "lr_decay_start": Range(0, 1),
         "validate_every": NON_NEGATIVE, "num_threads": NON_NEGATIVE, "seed": SEED}
 
     def __post_init__(self) -> None:

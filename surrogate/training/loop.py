@@ -46,7 +46,7 @@ Evaluate = Callable[[Sampler, int], dict[str, float]]
 RESUME_MAY_CHANGE = ("steps", "resume", "checkpoint_every", "validate_every", "validate_events",
                      "log_every", "num_threads", "select_by")
 # train.* keys added after checkpoints existed, with the value an older checkpoint's absent key means
-ADDED_KEYS: dict[str, Any] = {"model_options": {}}
+ADDED_KEYS: dict[str, Any] = {"model_options": {}, "lr_decay_start": 1.0}
 SAMPLE_CHUNK = 4096  # events per generator call inside `sample` (bounds memory for 6480 features)
 
 
@@ -307,6 +307,16 @@ def train_step(state: TrainState, batches: Iterator[Any], *, loss: str, n_critic
     return {**scalars, **g_scalars}
 
 
+def lr_factor(step: int, steps: int, decay_start: float) -> float:
+    """The learning rates' factor for the update from ``step`` (0-based) of ``steps``: 1 before
+    ``decay_start`` x steps, then falling linearly to 1/(updates in the decay) at the last update. A function
+    of the step alone, so a resume continues it exactly (a resume that changes train.steps moves it)."""
+    start = math.floor(decay_start * steps)
+    if step < start or start >= steps:
+        return 1.0
+    return (steps - step) / (steps - start)
+
+
 def make_sampler(model: nn.Module, transform: Any, latent_dim: int, device: torch.device, amp: bool,
                  seed: int) -> Sampler:
     """``sample(cond_raw (n, n_cond) physical) -> (n, n_features) physical`` with the given generator.
@@ -456,6 +466,10 @@ def _run(cfg: Config, store_dir: Path, out_dir: Path, info: distributed.DistInfo
     t0 = t_log = time.perf_counter()
     try:
         while state.step < t.steps:
+            factor = lr_factor(state.step, t.steps, t.lr_decay_start)
+            for opt, lr in ((state.opt_g, t.lr_g), (state.opt_d, t.lr_d)):
+                for group in opt.param_groups:
+                    group["lr"] = lr * factor
             scalars = train_step(state, batches, loss=t.loss, n_critic=t.n_critic, gp_weight=t.gp_weight,
                                  g_model=g_model, d_model=d_model, device=device, amp=amp,
                                  next_position=loader.next_position, augment=t.augment)

@@ -304,3 +304,24 @@ def test_kappa_field_with_the_interpolation_term_resumes_exactly(tmp_path: Path)
     assert a["D"]["interp_gram"].abs().sum() > 0 and a["D"]["interp_moment"].shape == (9, 12 + 2 * 9)
     assert straight.losses["loss_interpolation"] != 0.0
 
+
+def test_learning_rates_decay_linearly_and_a_resume_continues_the_schedule(store: Path, tmp_path: Path) -> None:
+    """train.lr_decay_start = 0.5 of 16 steps: constant for updates 0-7, then 8/8, 7/8, ..., 1/8 of the
+    configured rates; a run resumed from its step-8 checkpoint ends bit for bit where the straight one
+    does, and differs from a run at constant rates."""
+    from surrogate.training.loop import lr_factor
+
+    assert [lr_factor(s, 16, 0.5) for s in range(16)] == [1.0] * 8 + [k / 8 for k in range(8, 0, -1)]
+    assert [lr_factor(s, 16, 1.0) for s in range(16)] == [1.0] * 16
+    assert lr_factor(0, 4, 0.0) == 1.0 and lr_factor(3, 4, 0.0) == 0.25
+    cfg = {"steps": 16, "n_critic": 2, "checkpoint_every": 8, "lr_decay_start": 0.5}
+    straight = train(tiny_config(**cfg), store, tmp_path / "a", progress=False)
+    resumed = train(tiny_config(**cfg, resume=str(tmp_path / "a" / "checkpoints" / "step_0000008.pt")), store,
+                    tmp_path / "b", progress=False)
+    a, b = load_checkpoint(straight.checkpoint), load_checkpoint(resumed.checkpoint)
+    for key in ("G", "D", "G_ema", "opt_g", "opt_d", "rng"):
+        _assert_same_tensors(a[key], b[key], key)
+    assert a["opt_g"]["param_groups"][0]["lr"] == pytest.approx(1e-4 / 8)
+    constant = load_checkpoint(train(tiny_config(**(cfg | {"lr_decay_start": 1.0})), store, tmp_path / "c",
+                                     progress=False).checkpoint)
+    assert not torch.equal(constant["G_ema"]["net.0.weight"], a["G_ema"]["net.0.weight"])
