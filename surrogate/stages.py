@@ -216,11 +216,16 @@ def _in_training_evaluator(cfg: Config, store_dir: Path) -> Any:
     return evaluate
 
 
-def check_model_settings(cfg: Config) -> None:
-    """ConfigError (one line) for an unknown model or a bad ``train.model_options`` entry."""
-    from surrogate.models import resolve_options
+def check_model_settings(cfg: Config, *, simulated: bool = False) -> None:
+    """ConfigError (one line) for an unknown model or a bad ``train.model_options`` entry; with ``simulated``
+    (the store will hold this config's simulator's events) also for a model that cannot learn them."""
+    from surrogate.models import check_domain, resolve_options
 
-    resolve_options(cfg.train.model or domain_for(cfg).default_model, cfg.train.model_options)
+    domain = domain_for(cfg)
+    model = cfg.train.model or domain.default_model
+    resolve_options(model, cfg.train.model_options)
+    if simulated:
+        check_domain(model, domain)
 
 
 def run_train(cfg: Config, run_dir: Path, *, tracker: Any = None, progress: bool = True,
@@ -590,8 +595,8 @@ def run_all(cfg: Config, run_dir: Path, *, progress: bool = True,
     The folder may hold an earlier run: finished stages whose settings and inputs are unchanged are kept,
     stale ones set aside and redone, interrupted ones resumed (module docstring).
     """
-    if "train" in stages:
-        check_model_settings(cfg)  # a bad model option fails now, not after the simulation
+    if "train" in stages:  # a bad model option, or a model for other data, fails now, not after the simulation
+        check_model_settings(cfg, simulated="simulate" in stages and not cfg.prepare.inputs)
     tracker = open_tracker(cfg, run_dir)
     results: list[StageResult] = []
     with tracker.run(f"run-{run_dir.name}", tags={"surrogate.run_dir": str(run_dir)}) as parent:

@@ -233,3 +233,23 @@ def test_out_that_is_a_file_is_a_bad_input_not_a_crash(tmp_path: Path, capsys: p
     err = capsys.readouterr().err.strip()
     assert err == f"surrogate run: error: --out: {taken} is a file; expected a run folder (new or existing)"
     assert taken.read_text() == "keep me" and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+@pytest.mark.parametrize(("config", "settings", "expected"), [
+    ("strong_lensing", ["simulate.tier=subhalos"],
+     "train.model: lens_param takes the smooth tier's 9 conditions, not this simulate.tier's 10 conditions"),
+    ("calorimeter", ["train.model=kappa_field", "train.feature_noise=true"],
+     "train.model: kappa_field draws weak-lensing convergence maps, not the calorimeter domain's events"),
+])
+def test_a_model_that_cannot_learn_the_simulated_data_fails_before_the_simulation(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], config: str, settings: list[str], expected: str) -> None:
+    """`surrogate run` checks the model against what this config's simulator will write: one line, exit 2,
+    no run folder, in well under a second instead of after the simulation and prepare."""
+    out_dir = tmp_path / "run"
+    args = ["run", str(QUICKSTART.parents[1] / config / "quickstart.yaml"), "--quiet", "--out", str(out_dir)]
+    for setting in settings:
+        args += ["--set", setting]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert expected in err and err.count("\n") == 0, err
+    assert not out_dir.exists()

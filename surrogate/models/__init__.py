@@ -15,7 +15,10 @@ take one extra N(0, 1) latent per feature says so with ``FEATURE_NOISE = True`` 
 one, with ``FEATURE_NOISE`` a function of its resolved options; one that takes several independent latents
 per feature says how many with ``NOISE_PER_FEATURE`` (an int, or a function of its resolved options). A
 model that owned a setting before generic code took it over names the old key in ``FORMER_NAMES: dict[str,
-str]`` (old -> new), so configs and checkpoints written with the old key still load.
+str]`` (old -> new), so configs and checkpoints written with the old key still load. A model that can only
+learn some domains' data (a condition count, a transform) says so in ``check_domain(domain)``, raising a
+one-line ConfigError: :func:`check_domain` calls it before a run simulates, so a mismatch fails in seconds,
+not after the simulation and prepare (``build`` still checks what it is given).
 """
 
 from __future__ import annotations
@@ -178,6 +181,14 @@ def resolve_options(name: str, given: Mapping[str, Any] | None = None) -> dict[s
         raise ConfigError(f"{OPTIONS_KEY}.{key}: model {name!r} has no such option ({known})")
     return {key: option.check(given[key], f"{OPTIONS_KEY}.{key}") if key in given else option.default
             for key, option in declared.items()}
+
+
+def check_domain(name: str, domain: Any) -> None:
+    """The model's ``check_domain(domain)`` (ConfigError if model ``name`` cannot learn that configured domain's
+    data); nothing for a model that defines none."""
+    check = getattr(_module(name), "check_domain", None)
+    if callable(check):
+        check(domain)
 
 
 def build_models(name: str, *, n_features: int, n_cond: int, latent_dim: int, hidden_g: int,

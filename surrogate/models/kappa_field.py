@@ -531,6 +531,14 @@ class SummaryDiscriminator(nn.Module):
         return self.psi(h) + (self.embed(cond) * h).sum(dim=1, keepdim=True)
 
 
+def check_domain(domain: Any) -> None:
+    """Only weak-lensing convergence maps (surrogate.models.check_domain): the generator draws kappa through the
+    store's kappa_arcsinh transform."""
+    if domain.name != "weak_lensing":
+        raise ConfigError(f"train.model: kappa_field draws weak-lensing convergence maps, not the {domain.name} "
+                          f"domain's events (use that domain's default model)")
+
+
 def build(*, n_features: int, n_cond: int, latent_dim: int, hidden_g: int, hidden_d: int, layer_norm: bool,
           generator: torch.Generator, feature_groups: int = 0, event_shape: tuple[int, ...] = (),
           transform: dict[str, Any] | None = None, options: dict[str, Any] | None = None,

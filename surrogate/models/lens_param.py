@@ -161,6 +161,15 @@ class NuisanceGenerator(nn.Module):
         return self.noise.observe(self.noise_free(z, cond), z[:, self.latent_dim:].float())
 
 
+def check_domain(domain: Any) -> None:
+    """Only the strong-lensing smooth tier's images and conditions (surrogate.models.check_domain)."""
+    if domain.name != "strong_lensing" or domain.n_cond != N_COND:
+        what = (f"the {domain.name} domain" if domain.name != "strong_lensing"
+                else f"this simulate.tier's {domain.n_cond} conditions")
+        raise ConfigError(f"train.model: lens_param takes the smooth tier's {N_COND} conditions, not {what} "
+                          f"(substructure tiers: use image_gan)")
+
+
 def build(*, n_features: int, n_cond: int, latent_dim: int, hidden_g: int, hidden_d: int, layer_norm: bool,
           generator: torch.Generator, feature_groups: int = 0, event_shape: tuple[int, ...] = (),
           transform: dict[str, Any] | None = None, options: dict[str, Any] | None = None,
