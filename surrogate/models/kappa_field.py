@@ -105,6 +105,9 @@ OPTIONS = {
                                  "whose summaries are matched to the reference's interpolated between them "
                                  "(SummaryDiscriminator.interpolation_loss); even; 0 = none", Range(0, 4096)),
     "interpolation_weight": Option(0.0, "weight of that term", Range(0, 1e6)),
+    "angular_bands": Option(False, "each summary band of |k| split in two: modes within 22.5 degrees of a "
+                            "diagonal, and the rest (a halo kernel's shape on the pixel grid, a '+' or a round "
+                            "spot, shows as their ratio at high |k|)"),
 }
 
 
@@ -337,9 +340,11 @@ class SummaryDiscriminator(nn.Module):
 
     def __init__(self, side: int, n_cond: int, channels: int, cap: int, summaries: bool,
                  matching_weight: float = 0.0, convolutional: bool = True, smoothing_px: float = 0.0,
-                 interpolation_maps: int = 0, interpolation_weight: float = 0.0) -> None:
+                 interpolation_maps: int = 0, interpolation_weight: float = 0.0,
+                 angular_bands: bool = False) -> None:
         super().__init__()
         self.side = side
+        self.n_bands = SUMMARY_BANDS * (2 if angular_bands else 1)
         self.smoothed = smoothing_px > 0
         self.interpolation_maps = int(interpolation_maps) if interpolation_weight > 0 else 0
         self.interpolation_weight = float(interpolation_weight)
@@ -348,7 +353,7 @@ class SummaryDiscriminator(nn.Module):
             # the least-squares fit of the reference's summaries, a quadratic in each condition, exact at the
             # nodes of a 3-point-per-column grid; in the checkpoint, so a resume continues it exactly
             n_basis = condition_basis(torch.zeros(1, n_cond)).shape[1]
-            n_stats = SUMMARY_BANDS + len(SUMMARY_QUANTILES) * (2 if self.smoothed else 1)
+            n_stats = self.n_bands + len(SUMMARY_QUANTILES) * (2 if self.smoothed else 1)
             self.register_buffer("interp_gram", torch.zeros(n_basis, n_basis, dtype=torch.float64))
             self.register_buffer("interp_moment", torch.zeros(n_basis, n_stats, dtype=torch.float64))
         self._cache: list[tuple[torch.Tensor, int, torch.Tensor, torch.Tensor]] = []  # see _statistics
@@ -362,14 +367,20 @@ class SummaryDiscriminator(nn.Module):
         k = _mode_k(side).flatten()
         edges = torch.logspace(0.0, math.log10(float(k.max()) * 1.0001), SUMMARY_BANDS + 1, dtype=torch.float64)
         band = torch.bucketize(k, edges, right=True) - 1  # -1 for the monopole
-        band = torch.where((band >= 0) & (band < SUMMARY_BANDS), band, torch.full_like(band, SUMMARY_BANDS))
+        if angular_bands:  # 2 b + 1 for the modes within 22.5 degrees of a diagonal
+            ky = (torch.fft.fftfreq(side, dtype=torch.float64) * side).abs()[:, None]
+            kx = (torch.fft.rfftfreq(side, dtype=torch.float64) * side)[None, :]
+            ratio = torch.minimum(kx, ky) / torch.maximum(kx, ky).clamp(min=1.0)
+            band = 2 * band + (ratio > math.tan(math.pi / 8)).flatten().long()
+        valid = (band >= 0) & (band < self.n_bands)
+        band = torch.where(valid, band, torch.full_like(band, self.n_bands))
         self.register_buffer("band", band)
-        self.register_buffer("band_count", torch.bincount(band, minlength=SUMMARY_BANDS + 1)[:-1]
+        self.register_buffer("band_count", torch.bincount(band, minlength=self.n_bands + 1)[:-1]
                              .clamp(min=1).float())
         index = [round(q * (side * side - 1)) for q in SUMMARY_QUANTILES]
         self.register_buffer("quantile_index", torch.tensor(index, dtype=torch.long))
         if summaries:
-            n_summary = SUMMARY_BANDS + len(SUMMARY_QUANTILES) * (2 if self.smoothed else 1)
+            n_summary = self.n_bands + len(SUMMARY_QUANTILES) * (2 if self.smoothed else 1)
             self.summary = nn.Linear(n_summary, features)
             self.joint = nn.Linear((2 if convolutional else 1) * features, features)
         self.psi = nn.Linear(features, 1)
@@ -386,8 +397,8 @@ class SummaryDiscriminator(nn.Module):
         measure: the bright halo pixels that arcsinh compresses dominate the small scales)."""
         with torch.autocast(x.device.type, enabled=False):
             power = torch.fft.rfft2(self._kappa(x)).abs().square().flatten(1) / self.side**2
-            sums = torch.zeros(len(x), SUMMARY_BANDS + 1, device=x.device).index_add_(1, self.band, power)
-            return sums[:, :SUMMARY_BANDS] / self.band_count
+            sums = torch.zeros(len(x), self.n_bands + 1, device=x.device).index_add_(1, self.band, power)
+            return sums[:, :self.n_bands] / self.band_count
 
     def pixel_quantiles(self, x: torch.Tensor) -> torch.Tensor:
         """(B, quantiles): the model-space pixel values at SUMMARY_QUANTILES (a sorted map's entries)."""
@@ -465,7 +476,7 @@ class SummaryDiscriminator(nn.Module):
             return mean
         self.observe_reference(real, cond)
         # floor: a fit that has not yet seen every grid point can be far off for a few steps
-        return self.interpolated_summaries(cond)[:, :SUMMARY_BANDS].clamp(min=1e-2 * mean)
+        return self.interpolated_summaries(cond)[:, :self.n_bands].clamp(min=1e-2 * mean)
 
     def interpolation_conditions(self, cond: torch.Tensor, generator: torch.Generator) -> torch.Tensor | None:
         """(interpolation_maps, n_cond): interpolation_maps / 2 conditions drawn uniformly over the box of the
@@ -514,8 +525,8 @@ class SummaryDiscriminator(nn.Module):
         with torch.autocast(fake.device.type, enabled=False):
             target = self.interpolated_summaries(fake_cond)
             mean = self._statistics(real)[0].mean(dim=0, keepdim=True).clamp(min=1e-12).detach()
-            scale = target[:, :SUMMARY_BANDS].clamp(min=1e-2 * mean)
-            bands = SUMMARY_BANDS
+            scale = target[:, :self.n_bands].clamp(min=1e-2 * mean)
+            bands = self.n_bands
             diff = torch.cat([(self.band_power(fake) - target[:, :bands]) / scale,
                               self.quantiles(fake) - target[:, bands:]], dim=1)
             half = len(diff) // 2
@@ -572,7 +583,8 @@ def build(*, n_features: int, n_cond: int, latent_dim: int, hidden_g: int, hidde
         g = KappaFieldGenerator(side, n_cond, latent_dim, hidden_g, opts)
         d = SummaryDiscriminator(side, n_cond, opts["channels_d"], hidden_d, opts["summary_critic"],
                                  opts["matching_weight"], opts["conv_critic"], float(opts["smoothing_px"]),
-                                 int(opts["interpolation_maps"]), float(opts["interpolation_weight"]))
+                                 int(opts["interpolation_maps"]), float(opts["interpolation_weight"]),
+                                 bool(opts["angular_bands"]))
     for module in (*g.modules(), *d.modules()):
         if isinstance(module, (nn.Linear, nn.Conv2d)):
             _init(module, generator, HEAD_GAIN if module is g.head else 1.0)
