@@ -448,8 +448,8 @@ class SummaryDiscriminator(nn.Module):
         term on, the real batch first joins that term's running fit of the reference."""
         with torch.autocast(fake.device.type, enabled=False):
             phi = whitened(condition_basis(cond.float()))
-            # band powers relative to the real batch's mean (not their logs: a log's mean depends on the
-            # power's scatter, which the heavy halo tail makes larger in the reference), quantiles as they are
+            # band powers relative to _power_scale's (not their logs: a log's mean depends on the power's
+            # scatter, which the heavy halo tail makes larger in the reference), quantiles as they are
             power_fake, quantiles_fake = self._statistics(fake)  # the critic's pass on these fakes computed them
             with torch.no_grad():  # and the critic update those of the real batch, when it is their leading rows
                 power_real, quantiles_real = self._statistics(real)
