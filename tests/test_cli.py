@@ -240,8 +240,10 @@ def test_out_that_is_a_file_is_a_bad_input_not_a_crash(tmp_path: Path, capsys: p
      "train.model: lens_param takes the smooth tier's 9 conditions, not this simulate.tier's 10 conditions"),
     ("calorimeter", ["train.model=kappa_field", "train.feature_noise=true"],
      "train.model: kappa_field draws weak-lensing convergence maps, not the calorimeter domain's events"),
+    ("weak_lensing", ["train.model_options={matching_weight: 1.0, interpolation_maps: 7, interpolation_weight: 1.0}"],
+     "train.model_options.interpolation_maps: expected an even number (two maps per condition), got 7"),
 ])
-def test_a_model_that_cannot_learn_the_simulated_data_fails_before_the_simulation(
+def test_a_model_that_cannot_learn_the_simulated_data_or_clashing_options_fail_before_the_simulation(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], config: str, settings: list[str], expected: str) -> None:
     """`surrogate run` checks the model against what this config's simulator will write: one line, exit 2,
     no run folder, in well under a second instead of after the simulation and prepare."""

@@ -16,7 +16,8 @@ one, with ``FEATURE_NOISE`` a function of its resolved options; one that takes s
 per feature says how many with ``NOISE_PER_FEATURE`` (an int, or a function of its resolved options). A
 model that owned a setting before generic code took it over names the old key in ``FORMER_NAMES: dict[str,
 str]`` (old -> new), so configs and checkpoints written with the old key still load. A model that can only
-learn some domains' data (a condition count, a transform) says so in ``check_domain(domain)``, raising a
+learn some domains' data (a condition count, a transform) says so in ``check_domain(domain)``, and one
+whose options must agree with each other in ``check_options(resolved)``, each raising a
 one-line ConfigError: :func:`check_domain` calls it before a run simulates, so a mismatch fails in seconds,
 not after the simulation and prepare (``build`` still checks what it is given).
 """
@@ -179,8 +180,12 @@ def resolve_options(name: str, given: Mapping[str, Any] | None = None) -> dict[s
     for key in sorted(set(given) - set(declared)):
         known = f"its options: {', '.join(sorted(declared))}" if declared else "it takes none"
         raise ConfigError(f"{OPTIONS_KEY}.{key}: model {name!r} has no such option ({known})")
-    return {key: option.check(given[key], f"{OPTIONS_KEY}.{key}") if key in given else option.default
-            for key, option in declared.items()}
+    resolved = {key: option.check(given[key], f"{OPTIONS_KEY}.{key}") if key in given else option.default
+                for key, option in declared.items()}
+    check = getattr(_module(name), "check_options", None)
+    if callable(check):  # how the options go together, where a model says so
+        check(resolved)
+    return resolved
 
 
 def check_domain(name: str, domain: Any) -> None:

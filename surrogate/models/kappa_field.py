@@ -542,6 +542,22 @@ class SummaryDiscriminator(nn.Module):
         return self.psi(h) + (self.embed(cond) * h).sum(dim=1, keepdim=True)
 
 
+def check_options(opts: dict[str, Any]) -> None:
+    """ConfigError where the resolved options do not go together (surrogate.models.resolve_options calls it,
+    so ``surrogate run`` refuses them before it simulates)."""
+    if not (opts["conv_critic"] or opts["summary_critic"]):
+        raise ConfigError("train.model_options: kappa_field's critic needs conv_critic or summary_critic (or both)")
+    if float(opts["interpolation_weight"]) > 0 and not float(opts["matching_weight"]) > 0:
+        raise ConfigError("train.model_options.interpolation_weight: the interpolation term extends the matching "
+                          "term between the training conditions and needs matching_weight > 0")
+    if float(opts["interpolation_weight"]) > 0 and not int(opts["interpolation_maps"]) > 0:
+        raise ConfigError("train.model_options.interpolation_weight: the interpolation term needs maps to draw "
+                          "between the training conditions; set interpolation_maps > 0")
+    if int(opts["interpolation_maps"]) % 2:
+        raise ConfigError(f"train.model_options.interpolation_maps: expected an even number (two maps per "
+                          f"condition), got {opts['interpolation_maps']}")
+
+
 def check_domain(domain: Any) -> None:
     """Only weak-lensing convergence maps (surrogate.models.check_domain): the generator draws kappa through the
     store's kappa_arcsinh transform."""
@@ -565,17 +581,7 @@ def build(*, n_features: int, n_cond: int, latent_dim: int, hidden_g: int, hidde
                           "set train.feature_noise=true")
     opts = {key: option.default for key, option in OPTIONS.items()} | dict(options or {})
     side, _ = image_shape(n_features, event_shape, "kappa_field")
-    if not (opts["conv_critic"] or opts["summary_critic"]):
-        raise ConfigError("train.model_options: kappa_field's critic needs conv_critic or summary_critic (or both)")
-    if float(opts["interpolation_weight"]) > 0 and not float(opts["matching_weight"]) > 0:
-        raise ConfigError("train.model_options.interpolation_weight: the interpolation term extends the matching "
-                          "term between the training conditions and needs matching_weight > 0")
-    if float(opts["interpolation_weight"]) > 0 and not int(opts["interpolation_maps"]) > 0:
-        raise ConfigError("train.model_options.interpolation_weight: the interpolation term needs maps to draw "
-                          "between the training conditions; set interpolation_maps > 0")
-    if int(opts["interpolation_maps"]) % 2:
-        raise ConfigError(f"train.model_options.interpolation_maps: expected an even number (two maps per "
-                          f"condition), got {opts['interpolation_maps']}")
+    check_options(opts)
     if 2 * int(opts["kernel_radius"]) + 1 > side:
         raise ConfigError(f"train.model_options.kernel_radius: {opts['kernel_radius']} pixels does not fit a "
                           f"{side}-pixel map (at most {(side - 1) // 2})")
