@@ -453,6 +453,8 @@ class SummaryDiscriminator(nn.Module):
             power_fake, quantiles_fake = self._statistics(fake)  # the critic's pass on these fakes computed them
             with torch.no_grad():  # and the critic update those of the real batch, when it is their leading rows
                 power_real, quantiles_real = self._statistics(real)
+                if self.interpolation_maps:
+                    self.observe_reference(real, cond)  # the real batch joins the interpolation term's fit
                 scale = self._power_scale(real, cond)
             diff = torch.cat([(power_fake - power_real) / scale, quantiles_fake - quantiles_real], dim=1)
             # two halves of the batch estimate the moments independently: the mean of their product is
@@ -465,16 +467,15 @@ class SummaryDiscriminator(nn.Module):
 
     @torch.no_grad()
     def _power_scale(self, real: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        """What the matching terms divide band powers by: with the interpolation term on (after the real batch
-        joins its running fit), the reference's mean band powers at each row's conditions (B, bands), so that a
-        1% error weighs alike at every cosmology, as the validation's per-cosmology bar counts it; else the real
-        batch's mean (1, bands), where the brightest cosmologies dominate (in the quickstart's highest bands the
-        faintest grid point has 1/7 of the mean power, the brightest 2.8x: a 1% error there costs ~400x less)."""
+        """What the matching terms divide band powers by: with the interpolation term on, the reference's mean
+        band powers at each row's conditions from its running fit (B, bands), so that a 1% error weighs alike
+        at every cosmology, as the validation's per-cosmology bar counts it; else the real batch's mean
+        (1, bands), where the brightest cosmologies dominate (in the quickstart's highest bands the faintest
+        grid point has 1/7 of the mean power, the brightest 2.8x: a 1% error there costs ~400x less)."""
         power = self._statistics(real)[0]
         mean = power.mean(dim=0, keepdim=True).clamp(min=1e-12)
         if not self.interpolation_maps:
             return mean
-        self.observe_reference(real, cond)
         # floor: a fit that has not yet seen every grid point can be far off for a few steps
         return self.interpolated_summaries(cond)[:, :self.n_bands].clamp(min=1e-2 * mean)
 
